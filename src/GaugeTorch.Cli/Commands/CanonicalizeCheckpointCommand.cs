@@ -56,6 +56,7 @@ public static class CanonicalizeCheckpointCommand
                 });
             }
             double seconds = sw.Elapsed.TotalSeconds;
+            if (PhaseClock.Enabled) Console.Error.WriteLine(PhaseClock.Report());
             var outType = f64 ? DType.F64 : ck.StorageDType;
             double eps = Eps(outType);
             var o = ToJson(ck, Path.GetFullPath(outDir), report, outType, eps, tokens.Length, seconds);

@@ -15,6 +15,9 @@ public sealed class SafeTensorFile : IDisposable
 
     private readonly MemoryMappedFile? _map;
     private readonly Dictionary<string, TensorEntry> _byName;
+    private readonly object _viewGate = new();
+    private MemoryMappedViewAccessor? _wholeView;
+    private unsafe byte* _wholeBase;
 
     public string Path { get; }
     public long FileLength { get; }
@@ -275,5 +278,63 @@ public sealed class SafeTensorFile : IDisposable
         return bytes;
     }
 
-    public void Dispose() => _map?.Dispose();
+    /// <summary>
+    /// A pointer to a tensor's bytes inside one read-only mapping of the whole file (created on first use, kept
+    /// until <see cref="Dispose"/>): zero-copy access for streaming readers. Pages become resident as they are
+    /// touched and stay evictable page cache; the pointer is valid until this file is disposed.
+    /// </summary>
+    public unsafe IntPtr MappedPointer(TensorEntry e)
+    {
+        CheckOwnEntry(e);
+        if (_map is null) throw new SafeTensorsException(Path, e.Name, "file has no data area");
+        lock (_viewGate)
+        {
+            if (_wholeView is null)
+            {
+                var view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+                byte* p = null;
+                view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+                _wholeBase = p + view.PointerOffset;
+                _wholeView = view;
+            }
+        }
+        return (IntPtr)(_wholeBase + e.Begin);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc.so.6", EntryPoint = "madvise", SetLastError = true)]
+    private static extern int MAdvise(IntPtr addr, UIntPtr length, int advice);
+
+    private const int MADV_DONTNEED = 4;
+
+    /// <summary>
+    /// Drops this process's mappings of a tensor's pages in the whole-file view (<see cref="MappedPointer"/>), so
+    /// that a streaming reader's resident set stays at one layer: the data stays in the page cache and is mapped
+    /// again if touched. Only whole pages inside the tensor are released. A no-op where madvise is unavailable.
+    /// </summary>
+    public unsafe void ReleaseMapped(TensorEntry e)
+    {
+        CheckOwnEntry(e);
+        if (_wholeView is null || !OperatingSystem.IsLinux()) return;
+        const long page = 4096;
+        long start = (long)(_wholeBase + e.Begin), end = (long)(_wholeBase + e.End);
+        long a = (start + page - 1) / page * page, b = end / page * page;
+        if (b <= a) return;
+        try { MAdvise((IntPtr)a, (UIntPtr)(ulong)(b - a), MADV_DONTNEED); }
+        catch (EntryPointNotFoundException) { }
+        catch (DllNotFoundException) { }
+    }
+
+    public void Dispose()
+    {
+        lock (_viewGate)
+        {
+            if (_wholeView is not null)
+            {
+                _wholeView.SafeMemoryMappedViewHandle.ReleasePointer();
+                _wholeView.Dispose();
+                _wholeView = null;
+            }
+        }
+        _map?.Dispose();
+    }
 }

@@ -128,6 +128,26 @@ public sealed class SafeTensorStore : IDisposable
         return hit.File.Load(hit.Entry, dtype);
     }
 
+    /// <summary>Copies a tensor's raw bytes (stored dtype) to <paramref name="destination"/> (at least ByteLength bytes).</summary>
+    public void CopyRaw(TensorEntry e, IntPtr destination)
+    {
+        if (!_byName.TryGetValue(e.Name, out var hit)) throw new KeyNotFoundException($"tensor '{e.Name}' not found");
+        hit.File.CopyRaw(e, destination);
+    }
+
+    /// <summary>Zero-copy pointer to a tensor's stored bytes (see <see cref="SafeTensorFile.MappedPointer"/>).</summary>
+    public IntPtr MappedPointer(TensorEntry e)
+    {
+        if (!_byName.TryGetValue(e.Name, out var hit)) throw new KeyNotFoundException($"tensor '{e.Name}' not found");
+        return hit.File.MappedPointer(e);
+    }
+
+    /// <summary>Releases the process's mapping of a tensor's pages (see <see cref="SafeTensorFile.ReleaseMapped"/>).</summary>
+    public void ReleaseMapped(TensorEntry e)
+    {
+        if (_byName.TryGetValue(e.Name, out var hit)) hit.File.ReleaseMapped(e);
+    }
+
     public byte[] ReadBytes(string name)
     {
         if (!_byName.TryGetValue(name, out var hit)) throw new KeyNotFoundException($"tensor '{name}' not found");

@@ -75,6 +75,18 @@ public static class CanonicalCheckpoint
 
         bool sharded = ck.Store.Files.Count > 1;
         var writers = new List<SafeTensorWriter>();
+        // Background work (page touching, staged writes) on buffers owned by this method: always waited for
+        // before the buffers and writers are freed, on success and on failure alike.
+        var writing = new Task?[2];
+        Task? touching = null;
+        using var stagingGlobals = new RangeStaging();
+        using var stagingA = new RangeStaging();
+        using var stagingB = new RangeStaging();
+        void WaitForBackgroundWork()
+        {
+            var pending = writing.Append(touching).OfType<Task>().ToArray();
+            try { Task.WaitAll(pending); } catch (AggregateException) when (pending.Any(t => t.IsFaulted)) { }
+        }
         var writerOf = new Dictionary<string, SafeTensorWriter>(StringComparer.Ordinal);
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
         try
@@ -91,75 +103,174 @@ public static class CanonicalCheckpoint
                     weightMap[e.Name] = name;
                 }
             }
-            void Put(string unprefixed, Tensor t) => writerOf[ck.Key(unprefixed)].Write(ck.Key(unprefixed), t);
 
             var report = new CanonicalReport { Form = o.Form };
+            var copiedBuffers = new HashSet<string>(StringComparer.Ordinal);
             int total = c.NLayer + 1;
             using var tokens = o.Tokens is not { Length: > 0 } ? null : tensor(o.Tokens.Take(c.NPositions).Select(i => (long)i).ToArray(), ScalarType.Int64);
 
             // Globals first: the embeddings start the two float64 forward passes (original model, canonical model as
             // stored) that measure the export. The float64 canonical form itself is checked by the tests (≤ 100 ε).
-            GlobalWeights orig, canon;
+            GlobalWeights? orig = null, canon;
             Tensor? xOrig = null, xStored = null;
+            PhaseClock.Start();
+            // The globals are staged like a layer and written by the writer task (first in its chain).
             using (var g = ck.LoadGlobals(ScalarType.Float64))
             {
                 canon = CanonicalForm.Globals(o.Form, g, report);
-                Put(Gpt2Keys.Wte, canon.Wte);
-                Put(Gpt2Keys.Wpe, canon.Wpe);
-                Put(Gpt2Keys.LnFWeight, canon.LnFW);
-                Put(Gpt2Keys.LnFBias, canon.LnFB);
-                if (ck.HasLmHeadTensor) Put(Gpt2Keys.LmHead, canon.Head);
+                var named = new List<(string Key, Tensor T)>
+                {
+                    (Gpt2Keys.Wte, canon.Wte), (Gpt2Keys.Wpe, canon.Wpe), (Gpt2Keys.LnFWeight, canon.LnFW), (Gpt2Keys.LnFBias, canon.LnFB),
+                };
+                if (ck.HasLmHeadTensor) named.Add((Gpt2Keys.LmHead, canon.Head));
+                stagingGlobals.Plan(named.Select(p => (ck.Key(p.Key), writerOf[ck.Key(p.Key)])));
+                foreach (var (key, t) in named)
+                {
+                    string name = ck.Key(key);
+                    using var t64 = t.contiguous();
+                    CanonicalKernels.FromFloat64(NativeTensorAccess.DataPointer(t64), t64.numel(), outType, stagingGlobals.Slot(name));
+                    writerOf[name].Claim(name, outType, t.shape);
+                }
+                writing[1] = Task.Run(stagingGlobals.WriteAll);
                 if (tokens is not null)
                 {
                     xOrig = Gpt2Functional.Embed(tokens, g.Wte, g.Wpe);
                     using var sw = Rounded(canon.Wte, storeType);
                     using var sp = Rounded(canon.Wpe, storeType);
                     xStored = Gpt2Functional.Embed(tokens, sw, sp);
+                    // Keep only what the heads need at the end.
+                    orig = new GlobalWeights { Wte = g.Head.clone(), Wpe = empty(0), LnFW = g.LnFW.clone(), LnFB = g.LnFB.clone() };
                 }
-                // Keep only what the heads need at the end.
-                orig = new GlobalWeights { Wte = g.Head.clone(), Wpe = empty(0), LnFW = g.LnFW.clone(), LnFB = g.LnFB.clone() };
+                else
+                {
+                    canon.Dispose();
+                }
             }
+            PhaseClock.Mark("globals");
             o.Progress?.Report((1, total));
 
-            for (int l = 0; l < c.NLayer; l++)
+            // Layers, as a pipeline: the full form reads each layer in place from the checkpoint's memory map (a
+            // background task touches the next layer's pages meanwhile) and writes the big canonical weights
+            // straight into a staging buffer laid out like the layer's bytes in the output file; a writer task
+            // sends it to disk (whole pages with direct I/O) while the next layer is computed. Staging buffers come
+            // in pairs (l mod 2) and are reused, so nothing large is allocated per layer. The paper form allocates
+            // per layer.
+            using var k = o.Form == CanonicalFormKind.Full ? new LayerCanonicalizer(c) : null;
+            bool direct = outType is DType.F32 or DType.F64;
+            var bigWeights = new[] { 2, 4, 8, 10 };   // c_attn, attn.c_proj, c_fc, mlp.c_proj weights (LayerSuffixes order)
+            try
             {
-                using var scope = NewDisposeScope();
-                var lr = new LayerReport { Layer = l };
-                var w = ck.LoadLayer(l, ScalarType.Float64);
-                var cw = CanonicalForm.Layer(o.Form, w, c, lr);
-                foreach (var (suffix, t) in cw.Named()) Put(Gpt2Keys.Layer(l, suffix), t);
-                report.Layers.Add(lr);
-                if (tokens is not null)
+                var next = LayerCanonicalizer.Mapped(ck, 0);
+                touching = Task.Run(() => TouchPages(next));
+                for (int l = 0; l < c.NLayer; l++)
                 {
-                    var sw = cw.To(storeType).To(ScalarType.Float64);
-                    var nextOrig = Gpt2Functional.Block(xOrig!, w, c).MoveToOuterDisposeScope();
-                    var nextStored = Gpt2Functional.Block(xStored!, sw, c).MoveToOuterDisposeScope();
-                    xOrig!.Dispose();
-                    xStored!.Dispose();
-                    (xOrig, xStored) = (nextOrig, nextStored);
+                    using var scope = NewDisposeScope();
+                    var lr = new LayerReport { Layer = l };
+                    int set = l % 2;
+                    var staging = set == 0 ? stagingA : stagingB;
+                    PhaseClock.Start();
+                    var mapped = next;
+                    touching.GetAwaiter().GetResult();
+                    if (l + 1 < c.NLayer)
+                    {
+                        next = LayerCanonicalizer.Mapped(ck, l + 1);
+                        var toTouch = next;
+                        touching = Task.Run(() => TouchPages(toTouch));
+                    }
+                    writing[set]?.GetAwaiter().GetResult();                 // this set's previous layer is on disk
+                    PhaseClock.Mark("wait: write");
+
+                    var keys = Gpt2Keys.LayerSuffixes.Select(sfx => ck.Key(Gpt2Keys.Layer(l, sfx))).ToArray();
+                    var buffers = Gpt2Keys.BufferSuffixes.Select(sfx => ck.Key(Gpt2Keys.Layer(l, sfx))).Where(ck.Store.Contains).ToArray();
+                    staging.Plan(keys.Concat(buffers).Select(n => (n, writerOf[n])));
+                    var shapes = Gpt2Keys.LayerSuffixes.Select(sfx => Gpt2Keys.LayerShape(c, sfx)).ToArray();
+                    var targets = new RawTensor?[keys.Length];
+                    LayerWeights cw;
+                    if (k is not null)
+                    {
+                        if (direct)
+                            foreach (int i in bigWeights) targets[i] = new RawTensor(staging.Slot(keys[i]), outType, shapes[i]);
+                        k.Run(mapped, lr, targets);
+                        cw = k.Output;
+                    }
+                    else
+                    {
+                        using var w = ck.LoadLayer(l, ScalarType.Float64);
+                        cw = PaperForm.CanonicalizeLayer(w, c, lr);
+                    }
+                    int ti = 0;
+                    foreach (var (suffix, t) in cw.Named())
+                    {
+                        if (targets[ti] is null)
+                        {
+                            using var t64 = t.to_type(ScalarType.Float64).contiguous();
+                            CanonicalKernels.FromFloat64(NativeTensorAccess.DataPointer(t64), t64.numel(), outType, staging.Slot(keys[ti]));
+                        }
+                        writerOf[keys[ti]].Claim(keys[ti], outType, shapes[ti]);
+                        ti++;
+                    }
+                    foreach (var name in buffers)
+                    {
+                        var e = ck.Store.Entry(name);
+                        ck.Store.CopyRaw(e, staging.Slot(name));            // mask buffers: byte for byte
+                        writerOf[name].Claim(name, e.DType, e.Shape);
+                        copiedBuffers.Add(name);
+                    }
+                    // One write at a time: concurrent buffered writes to one file contend on the inode lock.
+                    var previous = writing[1 - set] ?? Task.CompletedTask;
+                    writing[set] = previous.ContinueWith(_ => staging.WriteAll(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+                    PhaseClock.Mark("convert");
+                    // Layer l's input pages are not needed any more: keep the resident set at about one layer.
+                    foreach (var key in keys) ck.Store.ReleaseMapped(ck.Store.Entry(key));
+                    report.Layers.Add(lr);
+                    if (tokens is not null)
+                    {
+                        using var w = ck.LoadLayer(l, ScalarType.Float64);
+                        var sw = LayerWeights.FromFunc(sfx =>
+                        {
+                            int i = Array.IndexOf(Gpt2Keys.LayerSuffixes, sfx);
+                            var t = empty(shapes[i], ScalarType.Float64);
+                            CanonicalKernels.ToFloat64(staging.Slot(keys[i]), outType, t.numel(), NativeTensorAccess.DataPointer(t));
+                            return t;
+                        });
+                        var nextOrig = Gpt2Functional.Block(xOrig!, w, c).MoveToOuterDisposeScope();
+                        var nextStored = Gpt2Functional.Block(xStored!, sw, c).MoveToOuterDisposeScope();
+                        xOrig!.Dispose();
+                        xStored!.Dispose();
+                        (xOrig, xStored) = (nextOrig, nextStored);
+                        PhaseClock.Mark("check forward");
+                    }
+                    if (k is null) cw.Dispose();
+                    o.Progress?.Report((l + 2, total));
                 }
-                o.Progress?.Report((l + 2, total));
             }
+            finally
+            {
+                WaitForBackgroundWork();
+            }
+            foreach (var t in writing) t?.GetAwaiter().GetResult();   // surface a write error
 
             if (tokens is not null)
             {
                 using var scope = NewDisposeScope();
-                var yOrig = Gpt2Functional.RowCentre(Gpt2Functional.Head(xOrig!, orig, c));
+                var yOrig = Gpt2Functional.RowCentre(Gpt2Functional.Head(xOrig!, orig!, c));
                 var stored = new GlobalWeights { Wte = Rounded(canon.Head, storeType), Wpe = empty(0), LnFW = Rounded(canon.LnFW, storeType), LnFB = Rounded(canon.LnFB, storeType) };
                 var yStored = Gpt2Functional.RowCentre(Gpt2Functional.Head(xStored!, stored, c));
                 double norm = yOrig.norm().item<double>();
                 report.StorageLogitsError = (yStored - yOrig).norm().item<double>() / (norm + Math.Pow(2, -52));
             }
-            orig.Dispose();
-            canon.Dispose();
+            orig?.Dispose();
+            if (tokens is not null) canon.Dispose();
             xOrig?.Dispose();
             xStored?.Dispose();
 
             // Everything that is not a parameter (mask buffers) is copied byte for byte.
             foreach (var e in ck.Store.Entries)
-                if (!parameters.Contains(e.Name)) writerOf[e.Name].WriteBytes(e.Name, ck.Store.ReadBytes(e.Name));
+                if (!parameters.Contains(e.Name) && !copiedBuffers.Contains(e.Name)) writerOf[e.Name].WriteBytes(e.Name, ck.Store.ReadBytes(e.Name));
 
+            PhaseClock.Start();
             foreach (var w in writers) w.Commit();
+            PhaseClock.Mark("commit (fsync)");
             if (sharded)
             {
                 long totalSize = writers.Sum(w => new FileInfo(w.Path).Length);
@@ -176,8 +287,22 @@ public static class CanonicalCheckpoint
         }
         finally
         {
+            WaitForBackgroundWork();
             foreach (var w in writers) w.Dispose();
         }
+    }
+
+    /// <summary>Reads one byte per 4 KiB page of each tensor, so that the mapping's page faults happen here, ahead of use.</summary>
+    private static unsafe long TouchPages(RawTensor[] tensors)
+    {
+        long sum = 0;
+        foreach (var t in tensors)
+        {
+            byte* p = (byte*)t.Data;
+            long n = t.Shape.Aggregate(1L, (a, b) => a * b) * t.DType.Size();
+            for (long i = 0; i < n; i += 4096) sum += p[i];
+        }
+        return sum;
     }
 
     private static Tensor Rounded(Tensor t, ScalarType storage)
@@ -196,7 +321,7 @@ public static class CanonicalCheckpoint
         {
             using var scope = NewDisposeScope();
             var lr = new LayerReport { Layer = l };
-            var w = ck.LoadLayer(l, ScalarType.Float64);
+            using var w = ck.LoadLayer(l, ScalarType.Float64);
             var cw = CanonicalForm.Layer(form, w, ck.Config, lr);
             report.Layers.Add(lr);
             visit(l, cw, lr);

@@ -19,73 +19,12 @@ public static class CanonicalForm
     /// <summary>Singular values at or below this × the head's largest are set to 0 (with zero factors).</summary>
     public const double RankTolerance = 1e-11;
 
-    /// <summary>Canonicalizes one layer (any dtype in; float64 out; the input is not modified).</summary>
+    /// <summary>Canonicalizes one layer (any dtype in; float64 out; the input is not modified). See <see cref="LayerCanonicalizer"/>.</summary>
     public static LayerWeights CanonicalizeLayer(LayerWeights input, Gpt2Config c, LayerReport report)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        long d = c.NEmbd, h = c.NHead, dk = c.HeadDim;
-        var w = Float64(input);
-
-        // Step 1: fold ln_1 into c_attn and ln_2 into c_fc (b ← b + βW with the unscaled W, then W ← diag(γ)W).
-        var attnB = w.AttnB + matmul(w.Ln1B, w.AttnW);
-        var attnW = w.Ln1W.unsqueeze(1) * w.AttnW;
-        var fcB = w.FcB + matmul(w.Ln2B, w.FcW);
-        var fcW = w.Ln2W.unsqueeze(1) * w.FcW;
-        // Step 2: centre the readers (every column has mean 0 over the input dimension).
-        attnW = attnW - attnW.mean([0], keepdim: true);
-        fcW = fcW - fcW.mean([0], keepdim: true);
-
-        var wq = attnW.narrow(1, 0, d);
-        var wk = attnW.narrow(1, d, d);
-        var wv = attnW.narrow(1, 2 * d, d);
-        var bq = attnB.narrow(0, 0, d);
-        var bv = attnB.narrow(0, 2 * d, d);
-        // Step 3: b_K ← 0; b_V moved into b_O.
-        var wo = w.AttnProjW;
-        var bo = w.AttnProjB + matmul(bv, wo);
-        // Step 4: centre the writers (rows of W_O and mlp.c_proj, and their biases).
-        wo = wo - wo.mean([1], keepdim: true);
-        bo = bo - bo.mean();
-        var pw = w.MlpProjW - w.MlpProjW.mean([1], keepdim: true);
-        var pb = w.MlpProjB - w.MlpProjB.mean();
-
-        // Step 5: QK per head, W̃_Q = [W_Q; b_Q] [h, d+1, dk], W̃_K = [W_K; 0] (the zero row adds nothing to the QR).
-        var qt = HeadsOfColumns(cat([wq, bq.unsqueeze(0)], 0), h, dk);
-        var kt = HeadsOfColumns(wk, h, dk);
-        var (newQ, sq, newK) = CanonicalMath.BalancedFactors(qt, kt, RankTolerance);   // [h, d+1, dk], [h, d, dk]
-        // Step 6: VO per head, W_V [h, d, dv] and W_Oᵀ [h, d, dv].
-        var vt = HeadsOfColumns(wv, h, dk);
-        var ot = wo.view(h, dk, d).transpose(1, 2);
-        var (newV, sv, newOt) = CanonicalMath.BalancedFactors(vt, ot, RankTolerance);  // [h, d, dv] each
-
-        // Step 8: head order by (Σ S_QK, Σ S_VO, then every singular value), ties by canonical data.
-        var headOrder = SortHeads(sq, sv, [newQ, newK, newV, newOt], report);
-        var perm = tensor(headOrder.Select(i => (long)i).ToArray(), ScalarType.Int64);
-        newQ = newQ.index_select(0, perm);
-        newK = newK.index_select(0, perm);
-        newV = newV.index_select(0, perm);
-        newOt = newOt.index_select(0, perm);
-
-        var qAll = ColumnsOfHeads(newQ);                    // [d+1, d]
-        var outAttnW = cat([qAll.narrow(0, 0, d), ColumnsOfHeads(newK), ColumnsOfHeads(newV)], 1);
-        var outAttnB = cat([qAll.select(0, d), zeros(2 * d, ScalarType.Float64)], 0);
-        var outProjW = newOt.transpose(1, 2).reshape(d, d);
-
-        // Step 8 (MLP): units by (‖c_fc column‖, bias, ‖c_proj row‖), ties by their data.
-        var unitOrder = SortUnits(fcW, fcB, pw, report);
-        var up = tensor(unitOrder.Select(i => (long)i).ToArray(), ScalarType.Int64);
-
-        var result = new LayerWeights
-        {
-            Ln1W = ones(d, ScalarType.Float64), Ln1B = zeros(d, ScalarType.Float64),
-            AttnW = outAttnW.contiguous(), AttnB = outAttnB.contiguous(),
-            AttnProjW = outProjW.contiguous(), AttnProjB = bo.contiguous(),
-            Ln2W = ones(d, ScalarType.Float64), Ln2B = zeros(d, ScalarType.Float64),
-            FcW = fcW.index_select(1, up).contiguous(), FcB = fcB.index_select(0, up).contiguous(),
-            MlpProjW = pw.index_select(0, up).contiguous(), MlpProjB = pb.contiguous(),
-        };
-        return result.MoveToOuterDisposeScope();
+        using var k = new LayerCanonicalizer(c);
+        k.Run(input, report);
+        return k.Output.Clone();
     }
 
     /// <summary>
@@ -159,7 +98,7 @@ public static class CanonicalForm
     internal static Tensor ColumnsOfHeads(Tensor t) => t.permute(1, 0, 2).reshape(t.shape[1], t.shape[0] * t.shape[2]);
 
     /// <summary>Sorts heads by descending (Σ S_QK, Σ S_VO, S_QK…, S_VO…); fills the report's fingerprints and counts.</summary>
-    internal static int[] SortHeads(Tensor sq, Tensor sv, Tensor[] headData, LayerReport report)
+    internal static int[] SortHeads(Tensor sq, Tensor sv, Func<Tensor[]> headData, LayerReport report)
     {
         int h = (int)sq.shape[0], r = (int)sq.shape[1];
         var sqa = CanonicalMath.ToArray(sq);
@@ -185,7 +124,8 @@ public static class CanonicalForm
         double[][]? data = null;
         int Fallback(int a, int b)
         {
-            data ??= Enumerable.Range(0, h).Select(i => headData.SelectMany(t => CanonicalMath.ToArray(t[i])).ToArray()).ToArray();
+            var tensors = headData();
+            data ??= Enumerable.Range(0, h).Select(i => tensors.SelectMany(t => CanonicalMath.ToArray(t[i])).ToArray()).ToArray();
             return CanonicalMath.DataCompare(data[a], data[b], GapTolerance);
         }
         var (order, tied) = CanonicalMath.TolerantSort(keys, GapTolerance, Fallback);
@@ -197,20 +137,26 @@ public static class CanonicalForm
     }
 
     /// <summary>Sorts MLP units by descending (‖c_fc column‖, c_fc bias, ‖c_proj row‖), ties by their data.</summary>
-    internal static int[] SortUnits(Tensor fcW, Tensor fcB, Tensor projW, LayerReport report)
+    internal static int[] SortUnits(Tensor fcW, Tensor fcB, Tensor projW, LayerReport report) =>
+        SortUnits(CanonicalMath.ToArray(linalg.vector_norm(fcW, dims: [0])), CanonicalMath.ToArray(fcB),
+            CanonicalMath.ToArray(linalg.vector_norm(projW, dims: [1])),
+            () => (CanonicalMath.ToArray(fcW.t()), CanonicalMath.ToArray(projW)), (int)fcW.shape[0], (int)projW.shape[1], report);
+
+    /// <summary>
+    /// Sorts MLP units by descending (c_fc column norm, c_fc bias, c_proj row norm); units tied on all three are
+    /// ordered by their data, <paramref name="tieData"/> giving the c_fc columns [F·dIn] and the c_proj rows [F·dOut]
+    /// as they will be written (computed only when needed).
+    /// </summary>
+    internal static int[] SortUnits(double[] norms, double[] bias, double[] pnorms, Func<(double[] Cols, double[] Rows)> tieData, int dIn, int dOut, LayerReport report)
     {
-        var norms = CanonicalMath.ToArray(fcW.square().sum([0]).sqrt());
-        var bias = CanonicalMath.ToArray(fcB);
-        var pnorms = CanonicalMath.ToArray(projW.square().sum([1]).sqrt());
         int f = norms.Length;
         var keys = new double[f][];
         for (int i = 0; i < f; i++) keys[i] = [norms[i], bias[i], pnorms[i]];
-        double[]? colData = null, rowData = null;
-        int dIn = (int)fcW.shape[0], dOut = (int)projW.shape[1];
+        (double[] Cols, double[] Rows)? data = null;
         int Fallback(int a, int b)
         {
-            colData ??= CanonicalMath.ToArray(fcW.t());
-            rowData ??= CanonicalMath.ToArray(projW);
+            data ??= tieData();
+            var (colData, rowData) = data.Value;
             int c = CanonicalMath.DataCompare(colData.AsSpan(a * dIn, dIn), colData.AsSpan(b * dIn, dIn), GapTolerance);
             return c != 0 ? c : CanonicalMath.DataCompare(rowData.AsSpan(a * dOut, dOut), rowData.AsSpan(b * dOut, dOut), GapTolerance);
         }

@@ -11,35 +11,111 @@ namespace GaugeTorch.Gauge.Canonical;
 internal static class CanonicalMath
 {
     /// <summary>
+    /// Cholesky factors of a Gram matrix are accepted when the smallest diagonal entry is at least this fraction of
+    /// the largest (a lower bound on 1/κ of the factor). Gram-based factors lose about ε·κ² of accuracy, so with
+    /// κ ≲ 10³ the balanced factors stay within ~1e-10 of the Householder ones; other heads use Householder QR.
+    /// </summary>
+    public const double CholeskyAcceptance = 1e-3;
+
+    /// <summary>
     /// For a batch of factor pairs A [b, m, r], B [b, n, r] (m, n ≥ r), the balanced factors of the thin SVD of each
     /// composite <c>A Bᵀ = U diag(S) Vᵀ</c>: X = U·S^{1/2} [b, m, r], Y = V·S^{1/2} [b, n, r] and S [b, r]
-    /// (descending). The product is never formed: R₁ = qr_R(A), R₂ = qr_R(B) (Householder, R only), the r×r core
-    /// R₁R₂ᵀ = U_c S V_cᵀ, and since Bᵀ(Q₂V_c) = R₂ᵀV_c, U·S = A·R₂ᵀV_c and V·S = B·R₁ᵀU_c, so
-    /// X = A·(R₂ᵀ V_c S^{-1/2}) and Y = B·(R₁ᵀ U_c S^{-1/2}). Singular values at or below
-    /// <paramref name="rankTolerance"/> × the head's largest are set to exactly 0 with zero columns in X and Y, so
-    /// rank-deficient and zero composites give finite, unique factors. Signs: every pair (x_j, y_j) is flipped so
-    /// that the entry of x_j with the largest magnitude (first one on exact ties) is positive.
+    /// (descending), with the sign rule applied. See <see cref="BalancingTransforms"/>.
     /// </summary>
-    public static (Tensor X, Tensor S, Tensor Y) BalancedFactors(Tensor a, Tensor b, double rankTolerance) =>
-        TorchThreads.SingleThreaded(() => BalancedFactorsCore(a, b, rankTolerance));
-
-    private static (Tensor X, Tensor S, Tensor Y) BalancedFactorsCore(Tensor a, Tensor b, double rankTolerance)
+    public static (Tensor X, Tensor S, Tensor Y) BalancedFactors(Tensor a, Tensor b, double rankTolerance)
     {
         using var scope = NewDisposeScope();
-        var r1 = linalg.qr(a, linalg.QRMode.R).R;                 // [b, r, r]
-        var r2 = linalg.qr(b, linalg.QRMode.R).R;
-        var core = matmul(r1, r2.transpose(1, 2));
+        var (ta, s, tb, _) = BalancingTransforms(a, b, rankTolerance);
+        var x = matmul(a, ta);
+        var y = matmul(b, tb);
+        var sign = SignsOfColumns(x).unsqueeze(1);
+        return ((x * sign).MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), (y * sign).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The r×r transforms T_A, T_B [b, r, r] with X = A·T_A = U·S^{1/2} and Y = B·T_B = V·S^{1/2} for each composite
+    /// <c>A Bᵀ = U diag(S) Vᵀ</c> (signs not yet fixed), S [b, r] descending, and how many batch entries needed the
+    /// Householder fallback. The product is never formed: with square-root factors F_A, F_B (F_Aᵀ F_A = AᵀA, so
+    /// A = Q_A F_A with orthonormal Q_A), the r×r core F_A F_Bᵀ = U_c S V_cᵀ gives U = Q_A U_c, V = Q_B V_c, hence
+    /// U·S = A·F_Bᵀ V_c and V·S = B·F_Aᵀ U_c: T_A = F_Bᵀ V_c S^{-1/2}, T_B = F_Aᵀ U_c S^{-1/2}. Singular values at
+    /// or below <paramref name="rankTolerance"/> × the entry's largest are set to exactly 0 with zero columns in the
+    /// transforms, so rank-deficient and zero composites give finite, unique factors. Runs single-threaded.
+    /// </summary>
+    public static (Tensor TA, Tensor S, Tensor TB, int Fallbacks) BalancingTransforms(Tensor a, Tensor b, double rankTolerance) =>
+        TorchThreads.SingleThreaded(() =>
+        {
+            using var scope = NewDisposeScope();
+            var (fa, na) = SquareRootFactor(Gram(a), a);
+            var (fb, nb) = SquareRootFactor(Gram(b), b);
+            var (ta, s, tb) = TransformsFromFactors(fa, fb, rankTolerance);
+            return (ta.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), tb.MoveToOuterDisposeScope(), na + nb);
+        });
+
+    /// <summary>Gram matrices AᵀA [b, r, r] of a batch A [b, m, r].</summary>
+    public static Tensor Gram(Tensor a) => matmul(a.transpose(1, 2), a);
+
+    /// <summary>
+    /// <see cref="BalancingTransforms"/> from precomputed Gram matrices (<paramref name="ga"/> = AᵀA, <paramref name="gb"/> = BᵀB);
+    /// A and B are read only for the Householder fallback.
+    /// </summary>
+    public static (Tensor TA, Tensor S, Tensor TB, int Fallbacks) BalancingTransforms(Tensor ga, Tensor a, Tensor gb, Tensor b, double rankTolerance) =>
+        TorchThreads.SingleThreaded(() =>
+        {
+            using var scope = NewDisposeScope();
+            var (fa, na) = SquareRootFactor(ga, a);
+            var (fb, nb) = SquareRootFactor(gb, b);
+            PhaseClock.Mark("canon: factors (Cholesky)");
+            var (ta, s, tb) = TransformsFromFactors(fa, fb, rankTolerance);
+            PhaseClock.Mark("canon: factors (SVD)");
+            return (ta.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), tb.MoveToOuterDisposeScope(), na + nb);
+        });
+
+    private static (Tensor TA, Tensor S, Tensor TB) TransformsFromFactors(Tensor fa, Tensor fb, double rankTolerance)
+    {
+        var core = matmul(fa, fb.transpose(1, 2));
         var (uc, s, vch) = linalg.svd(core, fullMatrices: false);
         var smax = s.select(1, 0).unsqueeze(1);                   // [b, 1]
         var keep = s > smax * rankTolerance;                       // all false when the composite is exactly 0
         s = where(keep, s, zeros_like(s));
         var invRoot = where(keep, s.rsqrt(), zeros_like(s)).unsqueeze(1);   // [b, 1, r]
-        var x = matmul(a, matmul(r2.transpose(1, 2), vch.transpose(1, 2)) * invRoot);
-        var y = matmul(b, matmul(r1.transpose(1, 2), uc) * invRoot);
+        var ta = matmul(fb.transpose(1, 2), vch.transpose(1, 2)) * invRoot;
+        var tb = matmul(fa.transpose(1, 2), uc) * invRoot;
+        return (ta, s, tb);
+    }
+
+    /// <summary>
+    /// An r×r factor F [b, r, r] with Fᵀ F = AᵀA for each A [b, m, r]: the transposed Cholesky factor of the Gram
+    /// matrix where it is well conditioned (<see cref="CholeskyAcceptance"/>), else the R of a Householder QR of A.
+    /// Returns F and the number of Householder fallbacks.
+    /// </summary>
+    public static (Tensor F, int Fallbacks) SquareRootFactor(Tensor gram, Tensor a)
+    {
+        using var scope = NewDisposeScope();
+        var (l, info) = linalg.cholesky_ex(gram);
+        var diag = l.diagonal(0, 1, 2).abs();                          // [b, r]
+        var ok = (info == 0).logical_and(diag.amin([1]) >= diag.amax([1]) * CholeskyAcceptance);
+        var f = l.transpose(1, 2).contiguous();
+        var okArray = ok.data<bool>().ToArray();
+        var bad = Enumerable.Range(0, okArray.Length).Where(i => !okArray[i]).Select(i => (long)i).ToArray();
+        if (bad.Length > 0)
+        {
+            var idx = tensor(bad, ScalarType.Int64);
+            var r = linalg.qr(a.index_select(0, idx), linalg.QRMode.R).R;
+            f.index_copy_(0, idx, r);
+        }
+        return (f.MoveToOuterDisposeScope(), bad.Length);
+    }
+
+    /// <summary>
+    /// The sign rule for a batch of factors X [b, m, r]: ±1 [b, r] such that, after multiplying, the entry of each
+    /// column with the largest magnitude (the first one on exact ties) is positive.
+    /// </summary>
+    public static Tensor SignsOfColumns(Tensor x)
+    {
+        using var scope = NewDisposeScope();
         var idx = x.abs().argmax(1, keepdim: true);                // [b, 1, r]
-        var lead = x.gather(1, idx);
-        var sign = where(lead < 0, full_like(lead, -1.0), full_like(lead, 1.0));
-        return ((x * sign).MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), (y * sign).MoveToOuterDisposeScope());
+        var lead = x.gather(1, idx).squeeze(1);
+        return where(lead < 0, full_like(lead, -1.0), full_like(lead, 1.0)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Copies a float64 tensor to a managed array (row-major).</summary>

@@ -48,6 +48,8 @@ public sealed class LayerReport
     public int QkZeroed { get; set; }
     /// <summary>VO singular values set to 0 (below the rank tolerance), over all heads.</summary>
     public int VoZeroed { get; set; }
+    /// <summary>Heads whose QK or VO factor was too ill-conditioned for the Gram/Cholesky square root and used Householder QR.</summary>
+    public int HouseholderFallbacks { get; set; }
     /// <summary>Adjacent heads (in canonical order) whose sort keys tie within the tolerance.</summary>
     public int NearTiedHeads { get; set; }
     /// <summary>Adjacent MLP units (in canonical order) whose sort keys tie within the tolerance.</summary>

@@ -38,7 +38,7 @@ public static class PaperForm
         var newV = xv * where(root > 0, root.reciprocal(), zeros_like(root));
         var newOt = yo * root;
 
-        var order = CanonicalForm.SortHeads(sq, sv, [newQ, newK, newV, newOt], report);
+        var order = CanonicalForm.SortHeads(sq, sv, () => [newQ, newK, newV, newOt], report);
         var perm = tensor(order.Select(i => (long)i).ToArray(), ScalarType.Int64);
         newQ = newQ.index_select(0, perm);
         newK = newK.index_select(0, perm);
