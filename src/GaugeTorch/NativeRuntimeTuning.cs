@@ -4,14 +4,16 @@ namespace GaugeTorch;
 
 /// <summary>
 /// Process-wide native settings for layer-streaming work, applied once at process start (the CLI does it first
-/// thing), before libtorch is loaded. (1) OpenMP threads sleep instead of spinning between parallel regions
-/// (OMP_WAIT_POLICY=PASSIVE unless the user set it): the pipelines run their own reader/writer threads beside
-/// libtorch's, and spinning OpenMP workers took 15 % of the CPU of a gpt2-xl canonicalization. (2) glibc's allocator for layer-streaming work. libtorch allocates each tensor with posix_memalign; glibc
-/// serves blocks above 32 MiB with a fresh mmap and returns them with munmap, so every float64 layer temporary
-/// (up to 80 MB on gpt2-xl) was zero-filled page by page by the kernel on each use: 37 s of system time in a
-/// 46 s gpt2-xl canonicalization (docs/benchmarks.md). With mmap off for large blocks, no trimming and one arena,
-/// freed blocks are reused. Peak memory grows only by the allocator's fragmentation (measured: under 20 %).
-/// Call once at process start, before large allocations; a no-op outside Linux/glibc.
+/// thing), before libtorch is loaded; a no-op outside Linux/glibc, and switched off by GAUGETORCH_NO_NATIVE_TUNING.
+/// (1) OpenMP workers sleep instead of spinning between parallel regions (OMP_WAIT_POLICY=PASSIVE, unless the user
+/// set it): the streaming pipelines run their own threads beside libtorch's, and spinning workers took 15 % of the
+/// CPU of a gpt2-xl canonicalization (passive: 8.1 s, active: 9.3–10.0 s; verify-invariance on gpt2 shapes: same
+/// wall time, 30 % less CPU). (2) glibc's allocator keeps freed large blocks: libtorch allocates tensors with
+/// posix_memalign, which glibc serves above 32 MiB with a fresh mmap returned by munmap, so each large float64
+/// temporary was zero-filled page by page by the kernel on every use (37 s of system time in the first 46 s gpt2-xl
+/// canonicalization). With mmap off for large blocks, no trimming and one arena, freed blocks are reused: 7.8–7.9 s
+/// instead of 8.7–9.1 s now (system time 1.5 s instead of 3.0 s), for a peak RSS of 2.4 GB instead of 1.8 GB
+/// (docs/benchmarks.md).
 /// </summary>
 public static class NativeRuntimeTuning
 {
@@ -30,7 +32,7 @@ public static class NativeRuntimeTuning
 
     public static void TuneForStreaming()
     {
-        if (Tuned || !OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("GAUGETORCH_NO_MALLOPT") is { Length: > 0 }) return;
+        if (Tuned || !OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("GAUGETORCH_NO_NATIVE_TUNING") is { Length: > 0 }) return;
         try
         {
             // libgomp reads this when libtorch loads it; .NET's Environment does not reach the C environment.

@@ -12,73 +12,6 @@ using static TorchSharp.torch;
 //   uniqueness       max over tensors and seeds ‖canon(g·θ) − canon θ‖/‖canon θ‖ for g of every family (both permutations),
 // for the full and the paper form (the paper form with g restricted to families 1–3).
 string what = args.Length > 0 ? args[0] : "gpt2";
-if (what == "pwrite")
-{
-    long size = long.Parse(args[1]) << 20; int count = int.Parse(args[2]);
-    var buf = new byte[size]; new Random(1).NextBytes(buf);
-    using var fs = new FileStream("/tmp/xl/pw.bin", FileMode.Create, FileAccess.ReadWrite, FileShare.None, 1 << 20);
-    fs.SetLength(size * count);
-    var sw0 = Stopwatch.StartNew();
-    for (int i = 0; i < count; i++)
-        for (long o = 0; o < size; o += 1 << 24)
-            RandomAccess.Write(fs.SafeFileHandle, new ReadOnlySpan<byte>(buf, (int)o, (int)Math.Min(1 << 24, size - o)), i * size + o);
-    Console.Error.WriteLine($"pwrite {size * count / 1e9:F2} GB in {sw0.Elapsed.TotalSeconds:F2} s");
-    File.Delete("/tmp/xl/pw.bin");
-    return;
-}
-if (what == "mmapwrite")
-{
-    long size = long.Parse(args[1]) << 20; int count = int.Parse(args[2]);
-    var buf = new byte[size]; new Random(1).NextBytes(buf);
-    var sw0 = Stopwatch.StartNew();
-    using (var fs = new FileStream("/tmp/xl/mw.bin", FileMode.Create, FileAccess.ReadWrite, FileShare.None))
-    {
-        fs.SetLength(size * count);
-        using var mm = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(fs, null, size * count, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, true);
-        using var view = mm.CreateViewAccessor(0, size * count);
-        unsafe
-        {
-            byte* p = null; view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            fixed (byte* b = buf)
-                for (int i = 0; i < count; i++) Buffer.MemoryCopy(b, p + i * size, size, size);
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-        }
-    }
-    Console.Error.WriteLine($"mmap write {size * count / 1e9:F2} GB in {sw0.Elapsed.TotalSeconds:F2} s");
-    File.Delete("/tmp/xl/mw.bin");
-    return;
-}
-if (what == "kern")
-{
-    if (args.Length > 1) TorchSharp.torch.set_num_threads(int.Parse(args[1]));
-    var a = randn(25, 1601, 64, ScalarType.Float64);
-    var t = randn(25, 64, 64, ScalarType.Float64);
-    var wide = randn(1601, 4800, ScalarType.Float64);
-    var big = randn(1600, 6400, ScalarType.Float64);
-    void T(string name, Action f) { f(); var sw = Stopwatch.StartNew(); for (int i = 0; i < 5; i++) f(); Console.Error.WriteLine($"{name}: {sw.Elapsed.TotalMilliseconds / 5:F1} ms"); }
-    var dst32 = empty(1600, 6400, ScalarType.Float32);
-    T("copy_ f64->f32 prealloc", () => dst32.copy_(big));
-    T("copy_ f32->f64 prealloc", () => big.copy_(dst32));
-    TorchSharp.torch.set_num_threads(1); TorchSharp.torch.set_num_threads(2);
-    T("copy_ f64->f32 after set_num_threads", () => dst32.copy_(big));
-    T("bmm a*t", () => matmul(a, t).Dispose());
-    T("bmm a*t^T", () => matmul(a, t.transpose(1, 2)).Dispose());
-    T("bmm a^T*a", () => matmul(a.transpose(1, 2), a).Dispose());
-    T("heads of columns (permute copy) 1601x1600", () => wide.narrow(1, 0, 1600).view(1601, 25, 64).permute(1, 0, 2).contiguous().Dispose());
-    T("strided bmm on view", () => matmul(wide.narrow(1, 0, 1600).view(1601, 25, 64).permute(1, 0, 2), t).Dispose());
-    T("einsum gram on view", () => einsum("nhk,nhj->hkj", wide.narrow(1, 0, 1600).view(1601, 25, 64), wide.narrow(1, 0, 1600).view(1601, 25, 64)).Dispose());
-    T("svd core", () => { var (u, s, v) = linalg.svd(t, fullMatrices: false); u.Dispose(); s.Dispose(); v.Dispose(); });
-    T("eigh core", () => { var (s, v) = linalg.eigh(matmul(t, t.transpose(1,2))); s.Dispose(); v.Dispose(); });
-    T("to f32 big", () => big.to_type(ScalarType.Float32).Dispose());
-    T("mean0 big", () => big.mean([0]).Dispose());
-    T("sub_ big", () => big.sub_(0.0));
-    T("mul rows big", () => (big * big[0].unsqueeze(0)).Dispose());
-    T("index_select cols big", () => big.index_select(1, randperm(6400)).Dispose());
-    T("index_select rows big^T", () => big.t().contiguous().index_select(0, randperm(6400)).Dispose());
-    T("colnorm big", () => big.square().sum([0]).Dispose());
-    T("linalg.vector_norm cols", () => linalg.vector_norm(big, dims: [0]).Dispose());
-    return;
-}
 if (what == "qr")
 {
     if (args.Length > 1) TorchSharp.torch.set_num_threads(int.Parse(args[1]));
@@ -226,7 +159,7 @@ try
             uniq = Math.Max(uniq, MaxRelDiff(k, kt));
         }
         Console.WriteLine($"{form.Name(),-5}: canonicalize {tCanon:F1} s in memory; logits error {fn:E2} ({fn / Math.Pow(2, -52):F1} eps); " +
-                          $"idempotence {idem:E2}; uniqueness {uniq:E2}; near-degenerate {report.NearDegenerate}, near-tied heads {report.NearTiedHeads}, units {report.NearTiedUnits}");
+                          $"idempotence {idem:E2}; uniqueness {uniq:E2}; near-degenerate {report.NearDegenerate}, near-tied heads {report.NearTiedHeads}, units {report.NearTiedUnits}; Householder fallbacks {report.HouseholderFallbacks}");
     }
 
     double LogitsError(TestGauge.Model a, TestGauge.Model b)

@@ -70,6 +70,7 @@ public static class CanonicalizeCheckpointCommand
             t.AddRow("near-degenerate singular values (gap < 1e-8)", $"{report.NearDegenerate} (QK {report.QkNearDegenerate}, VO {report.VoNearDegenerate})");
             t.AddRow("near-tied heads / MLP units", $"{report.NearTiedHeads} / {report.NearTiedUnits}");
             t.AddRow("singular values set to 0 (below rank tolerance)", report.Zeroed.ToString());
+            t.AddRow("head factors on the Householder route (ill-conditioned or rank-deficient)", report.HouseholderFallbacks.ToString());
             t.AddRow("time", $"{seconds:F1} s");
             AnsiConsole.Write(t);
             foreach (var n in report.Layers.SelectMany(l => l.Notes).Concat(report.GlobalNotes).Take(20))
@@ -104,6 +105,7 @@ public static class CanonicalizeCheckpointCommand
         ["near_tied_heads"] = r.NearTiedHeads,
         ["near_tied_units"] = r.NearTiedUnits,
         ["zeroed_singular_values"] = r.Zeroed,
+        ["householder_fallbacks"] = r.HouseholderFallbacks,
         ["seconds"] = seconds,
         ["layers"] = new JsonArray(r.Layers.Select(l => (JsonNode)new JsonObject
         {
@@ -114,6 +116,7 @@ public static class CanonicalizeCheckpointCommand
             ["vo_zeroed"] = l.VoZeroed,
             ["near_tied_heads"] = l.NearTiedHeads,
             ["near_tied_units"] = l.NearTiedUnits,
+            ["householder_fallbacks"] = l.HouseholderFallbacks,
             ["head_order"] = new JsonArray(l.HeadOrder.Select(i => (JsonNode)i).ToArray()),
             ["notes"] = new JsonArray(l.Notes.Select(n => (JsonNode)n).ToArray()),
         }).ToArray()),

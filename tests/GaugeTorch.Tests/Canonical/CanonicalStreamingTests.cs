@@ -186,4 +186,29 @@ public class CanonicalStreamingTests(ITestOutputHelper output)
         ck.Store.ReleaseMapped(e);
         Assert.True(new ReadOnlySpan<byte>((void*)p, want.Length).SequenceEqual(want), "pages are mapped again after release");
     }
+
+    [Fact]
+    public void CompareMatchesMlpUnitsWhoseOrderRoundingFlipped()
+    {
+        // Two units of layer 0 whose c_fc column norms differ by 1e-7 (far above the 1e-8 tie tolerance): a relative
+        // change of 2e-7, like F32 rounding, flips their canonical order. compare must still find the checkpoints equal.
+        using var ck = Gpt2Checkpoint.Open(TestCheckpoints.Get("canon-tiny-f64", TestCheckpoints.Tiny, new MakeCheckpointOptions { Seed = 11, DType = DType.F64 }));
+        var c = ck.Config;
+        using var m = TestGauge.Load(ck);
+        using (no_grad())
+        {
+            var fc = m.Layers[0].FcW;
+            fc[TensorIndex.Colon, 5] = fc[TensorIndex.Colon, 3] * (1 + 1e-7);
+        }
+        string a = CanonicalCliTests.Save(m, c, DType.F64, "cmp-near-a");
+        using (no_grad()) m.Layers[0].FcW[TensorIndex.Colon, 5].mul_(1 - 2e-7);
+        string b = CanonicalCliTests.Save(m, c, DType.F64, "cmp-near-b");
+        using var ca = Gpt2Checkpoint.Open(a);
+        using var cb = Gpt2Checkpoint.Open(b);
+        var r = CanonicalCompare.Compare(ca, cb);
+        int posA = Array.IndexOf(r.ReportA.Layers[0].UnitOrder, 3), posB = Array.IndexOf(r.ReportB.Layers[0].UnitOrder, 3);
+        output.WriteLine($"unit 3 at canonical position {posA} in A, {posB} in B; MLP distance {r.Layers[0].MlpDistance:E2}");
+        Assert.NotEqual(posA, posB);                               // the order really flipped
+        Assert.True(r.Layers[0].MlpDistance < 1e-6, $"MLP distance {r.Layers[0].MlpDistance:E2}");
+    }
 }

@@ -82,6 +82,7 @@ public static class CanonicalCheckpoint
         using var stagingGlobals = new RangeStaging();
         using var stagingA = new RangeStaging();
         using var stagingB = new RangeStaging();
+        LayerWeights? checkOrig = null, checkStored = null;
         void WaitForBackgroundWork()
         {
             var pending = writing.Append(touching).OfType<Task>().ToArray();
@@ -220,26 +221,29 @@ public static class CanonicalCheckpoint
                     var previous = writing[1 - set] ?? Task.CompletedTask;
                     writing[set] = previous.ContinueWith(_ => staging.WriteAll(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
                     PhaseClock.Mark("convert");
-                    // Layer l's input pages are not needed any more: keep the resident set at about one layer.
-                    foreach (var key in keys) ck.Store.ReleaseMapped(ck.Store.Entry(key));
                     report.Layers.Add(lr);
                     if (tokens is not null)
                     {
-                        using var w = ck.LoadLayer(l, ScalarType.Float64);
-                        var sw = LayerWeights.FromFunc(sfx =>
+                        // The check's two float64 layers (input as stored, export as stored) in reused buffers.
+                        checkOrig ??= LayerCanonicalizer.Float64Buffers(c);
+                        checkStored ??= LayerCanonicalizer.Float64Buffers(c);
+                        var origMapped = LayerCanonicalizer.Mapped(ck, l);
+                        int i = 0;
+                        foreach (var ((_, o64), (_, s64)) in checkOrig.Named().Zip(checkStored.Named()))
                         {
-                            int i = Array.IndexOf(Gpt2Keys.LayerSuffixes, sfx);
-                            var t = empty(shapes[i], ScalarType.Float64);
-                            CanonicalKernels.ToFloat64(staging.Slot(keys[i]), outType, t.numel(), NativeTensorAccess.DataPointer(t));
-                            return t;
-                        });
-                        var nextOrig = Gpt2Functional.Block(xOrig!, w, c).MoveToOuterDisposeScope();
-                        var nextStored = Gpt2Functional.Block(xStored!, sw, c).MoveToOuterDisposeScope();
+                            CanonicalKernels.ToFloat64(origMapped[i].Data, origMapped[i].DType, o64.numel(), NativeTensorAccess.DataPointer(o64));
+                            CanonicalKernels.ToFloat64(staging.Slot(keys[i]), outType, s64.numel(), NativeTensorAccess.DataPointer(s64));
+                            i++;
+                        }
+                        var nextOrig = Gpt2Functional.Block(xOrig!, checkOrig, c).MoveToOuterDisposeScope();
+                        var nextStored = Gpt2Functional.Block(xStored!, checkStored, c).MoveToOuterDisposeScope();
                         xOrig!.Dispose();
                         xStored!.Dispose();
                         (xOrig, xStored) = (nextOrig, nextStored);
                         PhaseClock.Mark("check forward");
                     }
+                    // Layer l's input pages are not needed any more: keep the resident set at about one layer.
+                    foreach (var key in keys) ck.Store.ReleaseMapped(ck.Store.Entry(key));
                     if (k is null) cw.Dispose();
                     o.Progress?.Report((l + 2, total));
                 }
@@ -288,6 +292,8 @@ public static class CanonicalCheckpoint
         finally
         {
             WaitForBackgroundWork();
+            checkOrig?.Dispose();
+            checkStored?.Dispose();
             foreach (var w in writers) w.Dispose();
         }
     }
@@ -309,24 +315,5 @@ public static class CanonicalCheckpoint
     {
         using var r = t.to_type(storage);
         return r.to_type(ScalarType.Float64);
-    }
-
-    /// <summary>
-    /// Canonicalizes a checkpoint layer by layer in memory (float64) and hands each canonical layer to
-    /// <paramref name="visit"/>, which must not keep it (it is disposed afterwards). Returns the canonical globals.
-    /// </summary>
-    public static GlobalWeights Stream(Gpt2Checkpoint ck, CanonicalFormKind form, CanonicalReport report, Action<int, LayerWeights, LayerReport> visit)
-    {
-        for (int l = 0; l < ck.Config.NLayer; l++)
-        {
-            using var scope = NewDisposeScope();
-            var lr = new LayerReport { Layer = l };
-            using var w = ck.LoadLayer(l, ScalarType.Float64);
-            var cw = CanonicalForm.Layer(form, w, ck.Config, lr);
-            report.Layers.Add(lr);
-            visit(l, cw, lr);
-        }
-        using var g = ck.LoadGlobals(ScalarType.Float64);
-        return CanonicalForm.Globals(form, g, report);
     }
 }

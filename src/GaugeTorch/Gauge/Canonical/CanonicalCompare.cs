@@ -56,8 +56,8 @@ public sealed class ComparisonResult
 /// (computed in factored form: ‖X_A Y_Aᵀ − X_B Y_Bᵀ‖_F = ‖R₁R₂ᵀ‖_F with QRs of [X_A, −X_B] and [Y_A, Y_B]), which
 /// does not depend on the sign or basis choices inside near-degenerate singular subspaces. Heads are matched
 /// greedily by fingerprint and canonical-data distance (a head permutation is itself a gauge, so any matching is
-/// legitimate; for distinct heads it is the canonical order). MLP units are compared in canonical order, trying the
-/// swap of every pair of adjacent units whose sort keys tie; longer chains of near-tied units can still be
+/// legitimate; for distinct heads it is the canonical order). MLP units are compared in canonical order, taking the
+/// swap of any adjacent pair of B's units that matches A better (up to four passes); longer chains of near-tied units can still be
 /// mismatched (see docs/canonical-form.md).
 /// </summary>
 public static class CanonicalCompare
@@ -69,16 +69,24 @@ public static class CanonicalCompare
         if (c.NLayer != cb.NLayer || c.NEmbd != cb.NEmbd || c.NHead != cb.NHead || c.NInner != cb.NInner || c.VocabSize != cb.VocabSize || c.NPositions != cb.NPositions)
             throw new ArgumentException($"{a.Directory} and {b.Directory} have different architectures (L, d, h, F, V, P = {c.NLayer}, {c.NEmbd}, {c.NHead}, {c.NInner}, {c.VocabSize}, {c.NPositions} vs {cb.NLayer}, {cb.NEmbd}, {cb.NHead}, {cb.NInner}, {cb.VocabSize}, {cb.NPositions}): not comparable");
         var result = new ComparisonResult { ReportA = new CanonicalReport { Form = CanonicalFormKind.Full }, ReportB = new CanonicalReport { Form = CanonicalFormKind.Full } };
+        // One reusable canonicalizer per side, reading each layer in place from the memory maps.
+        using var canonA = new LayerCanonicalizer(c);
+        using var canonB = new LayerCanonicalizer(c);
         for (int l = 0; l < c.NLayer; l++)
         {
             using var scope = NewDisposeScope();
             var ra = new LayerReport { Layer = l };
             var rb = new LayerReport { Layer = l };
-            var ka = CanonicalForm.CanonicalizeLayer(a.LoadLayer(l, ScalarType.Float64), c, ra);
-            var kb = CanonicalForm.CanonicalizeLayer(b.LoadLayer(l, ScalarType.Float64), c, rb);
+            canonA.Run(LayerCanonicalizer.Mapped(a, l), ra);
+            canonB.Run(LayerCanonicalizer.Mapped(b, l), rb);
             result.ReportA.Layers.Add(ra);
             result.ReportB.Layers.Add(rb);
-            result.Layers.Add(CompareLayer(ka, kb, ra, rb, c));
+            result.Layers.Add(CompareLayer(canonA.Output, canonB.Output, ra, rb, c));
+            foreach (var sfx in Gpt2Keys.LayerSuffixes)
+            {
+                a.Store.ReleaseMapped(a.Store.Entry(a.Key(Gpt2Keys.Layer(l, sfx))));
+                b.Store.ReleaseMapped(b.Store.Entry(b.Key(Gpt2Keys.Layer(l, sfx))));
+            }
             progress?.Report((l + 1, c.NLayer + 1));
         }
         using (var scope = NewDisposeScope())
@@ -147,7 +155,7 @@ public static class CanonicalCompare
         for (int i = 0; i < h; i++)
             heads.Add(new HeadComparison(ra.Layer, i, ra.Heads[i].OriginalIndex, rb.Heads[match[i]].OriginalIndex, qk[i], vo[i], ra.Heads[i], rb.Heads[match[i]]));
 
-        double mlp = MlpDistance(ka, kb, ra);
+        double mlp = MlpDistance(ka, kb);
         return new LayerComparison(ra.Layer, mlp, Rel(ka.AttnProjB, kb.AttnProjB), Rel(ka.MlpProjB, kb.MlpProjB), heads);
     }
 
@@ -181,27 +189,34 @@ public static class CanonicalCompare
         return dd.Select((v, i) => v == 0 ? 0 : v / Math.Max(aa[i], bb[i])).ToArray();
     }
 
-    private static double MlpDistance(LayerWeights ka, LayerWeights kb, LayerReport ra)
+    private static double MlpDistance(LayerWeights ka, LayerWeights kb)
     {
         using var scope = NewDisposeScope();
         // Unit vectors [F, d + 1 + d]: c_fc column, bias, c_proj row.
         var ua = cat([ka.FcW.t(), ka.FcB.unsqueeze(1), ka.MlpProjW], 1);
         var ub = cat([kb.FcW.t(), kb.FcB.unsqueeze(1), kb.MlpProjW], 1);
-        var order = Enumerable.Range(0, (int)ua.shape[0]).ToArray();
-        // Near-tied adjacent units in A (canonical positions p, p+1): take B's swap when it matches better.
-        var tiedPositions = new List<int>();
-        for (int p = 0; p + 1 < ra.UnitOrder.Length; p++)
+        int f = (int)ua.shape[0];
+        var order = Enumerable.Range(0, f).ToArray();
+        // Units whose sort keys are closer than the inputs' rounding (e.g. two c_fc column norms 1e-7 apart in an F32
+        // export, far above the 1e-8 tie tolerance) can be ordered differently in A and B: a permutation is a gauge,
+        // so take B's swap of any adjacent pair that matches A better. Repeated passes undo short chains too.
+        for (int pass = 0; pass < 4 && f > 1; pass++)
         {
-            var x = ua[p]; var y = ua[p + 1];
-            // Recompute the tie from the keys in A's canonical order (the report only keeps notes).
-            double nx = x.narrow(0, 0, ka.FcW.shape[0]).norm().item<double>(), ny = y.narrow(0, 0, ka.FcW.shape[0]).norm().item<double>();
-            if (Math.Abs(nx - ny) <= CanonicalForm.GapTolerance * Math.Max(nx, ny)) tiedPositions.Add(p);
-        }
-        foreach (int p in tiedPositions)
-        {
-            double straight = (ua[p] - ub[order[p]]).norm().item<double>() + (ua[p + 1] - ub[order[p + 1]]).norm().item<double>();
-            double swapped = (ua[p] - ub[order[p + 1]]).norm().item<double>() + (ua[p + 1] - ub[order[p]]).norm().item<double>();
-            if (swapped < straight) (order[p], order[p + 1]) = (order[p + 1], order[p]);
+            using var passScope = NewDisposeScope();
+            var perm = tensor(order.Select(i => (long)i).ToArray(), ScalarType.Int64);
+            var ubo = ub.index_select(0, perm);
+            var straight = CanonicalMath.ToArray(linalg.vector_norm(ua - ubo, dims: [1]));
+            var down = CanonicalMath.ToArray(linalg.vector_norm(ua.narrow(0, 0, f - 1) - ubo.narrow(0, 1, f - 1), dims: [1]));  // A[p] vs B[p+1]
+            var up = CanonicalMath.ToArray(linalg.vector_norm(ua.narrow(0, 1, f - 1) - ubo.narrow(0, 0, f - 1), dims: [1]));    // A[p+1] vs B[p]
+            bool swappedAny = false;
+            for (int p = 0; p + 1 < f; p++)
+            {
+                if (down[p] + up[p] >= straight[p] + straight[p + 1]) continue;
+                (order[p], order[p + 1]) = (order[p + 1], order[p]);
+                swappedAny = true;
+                p++;   // the distances of p+1 are stale now; the next pass looks again
+            }
+            if (!swappedAny) break;
         }
         var ubm = ub.index_select(0, tensor(order.Select(i => (long)i).ToArray(), ScalarType.Int64));
         return Rel(ua, ubm);

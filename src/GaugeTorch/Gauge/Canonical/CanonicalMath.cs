@@ -20,16 +20,16 @@ internal static class CanonicalMath
     /// <summary>
     /// For a batch of factor pairs A [b, m, r], B [b, n, r] (m, n ≥ r), the balanced factors of the thin SVD of each
     /// composite <c>A Bᵀ = U diag(S) Vᵀ</c>: X = U·S^{1/2} [b, m, r], Y = V·S^{1/2} [b, n, r] and S [b, r]
-    /// (descending), with the sign rule applied. See <see cref="BalancingTransforms"/>.
+    /// (descending), with the sign rule applied, and the number of Householder fallbacks. See <see cref="BalancingTransforms(Tensor, Tensor, double)"/>.
     /// </summary>
-    public static (Tensor X, Tensor S, Tensor Y) BalancedFactors(Tensor a, Tensor b, double rankTolerance)
+    public static (Tensor X, Tensor S, Tensor Y, int Fallbacks) BalancedFactors(Tensor a, Tensor b, double rankTolerance)
     {
         using var scope = NewDisposeScope();
-        var (ta, s, tb, _) = BalancingTransforms(a, b, rankTolerance);
+        var (ta, s, tb, fallbacks) = BalancingTransforms(a, b, rankTolerance);
         var x = matmul(a, ta);
         var y = matmul(b, tb);
         var sign = SignsOfColumns(x).unsqueeze(1);
-        return ((x * sign).MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), (y * sign).MoveToOuterDisposeScope());
+        return ((x * sign).MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), (y * sign).MoveToOuterDisposeScope(), fallbacks);
     }
 
     /// <summary>

@@ -48,7 +48,7 @@ public sealed class LayerReport
     public int QkZeroed { get; set; }
     /// <summary>VO singular values set to 0 (below the rank tolerance), over all heads.</summary>
     public int VoZeroed { get; set; }
-    /// <summary>Heads whose QK or VO factor was too ill-conditioned for the Gram/Cholesky square root and used Householder QR.</summary>
+    /// <summary>Per-head factors (W̃_Q, W_K, W_V or W_Oᵀ) too ill-conditioned for the Gram/Cholesky square root, which used Householder QR instead.</summary>
     public int HouseholderFallbacks { get; set; }
     /// <summary>Adjacent heads (in canonical order) whose sort keys tie within the tolerance.</summary>
     public int NearTiedHeads { get; set; }
@@ -91,5 +91,6 @@ public sealed class CanonicalReport
     public int Zeroed => Layers.Sum(l => l.QkZeroed + l.VoZeroed);
     public int NearTiedHeads => Layers.Sum(l => l.NearTiedHeads);
     public int NearTiedUnits => Layers.Sum(l => l.NearTiedUnits);
+    public int HouseholderFallbacks => Layers.Sum(l => l.HouseholderFallbacks);
     public bool Clean => Layers.All(l => l.Clean);
 }

@@ -28,15 +28,16 @@ public sealed class LayerCanonicalizer : IDisposable
     public LayerCanonicalizer(Gpt2Config c)
     {
         _d = c.NEmbd; _h = c.NHead; _dk = c.HeadDim; _f = c.NInner;
-        _in = Buffers(c);
-        _out = Buffers(c);
+        _in = Float64Buffers(c);
+        _out = Float64Buffers(c);
         _heads = zeros(3 * _h, _d + 1, _dk, ScalarType.Float64).DetachFromDisposeScope();
         _attnSum = new double[3 * _d]; _attnSq = new double[3 * _d]; _attnB = new double[3 * _d];
         _fcSum = new double[_f]; _fcSq = new double[_f]; _fcB = new double[_f];
         _rowMean = new double[_f]; _rowSq = new double[_f];
     }
 
-    private static LayerWeights Buffers(Gpt2Config c)
+    /// <summary>Zeroed float64 tensors for one block, owned by the caller (not by any dispose scope).</summary>
+    public static LayerWeights Float64Buffers(Gpt2Config c)
     {
         long d = c.NEmbd, f = c.NInner;
         Tensor Z(params long[] shape) => zeros(shape, ScalarType.Float64).DetachFromDisposeScope();

@@ -28,11 +28,12 @@ public static class PaperForm
 
         var qt = CanonicalForm.HeadsOfColumns(cat([wq, bq.unsqueeze(0)], 0), h, dk);   // [h, d+1, dk]
         var kt = CanonicalForm.HeadsOfColumns(cat([wk, bk.unsqueeze(0)], 0), h, dk);
-        var (newQ, sq, newK) = CanonicalMath.BalancedFactors(qt, kt, CanonicalForm.RankTolerance);
+        var (newQ, sq, newK, fq) = CanonicalMath.BalancedFactors(qt, kt, CanonicalForm.RankTolerance);
 
         var vt = CanonicalForm.HeadsOfColumns(cat([wv, bv.unsqueeze(0)], 0), h, dk);   // [h, d+1, dv]
         var ot = w.AttnProjW.view(h, dk, d).transpose(1, 2);                              // [h, d, dv]
-        var (xv, sv, yo) = CanonicalMath.BalancedFactors(vt, ot, CanonicalForm.RankTolerance);
+        var (xv, sv, yo, fv) = CanonicalMath.BalancedFactors(vt, ot, CanonicalForm.RankTolerance);
+        report.HouseholderFallbacks += fq + fv;
         // Orthonormal W̃_V = U = X·S^{-1/2} and W_O = S·Vᵀ, i.e. W_Oᵀ = Y·S^{1/2} (zero columns where S = 0).
         var root = sv.sqrt().unsqueeze(1);
         var newV = xv * where(root > 0, root.reciprocal(), zeros_like(root));
