@@ -20,6 +20,7 @@ namespace GaugeTorch.Gauge.Canonical;
 public sealed class LayerCanonicalizer : IDisposable
 {
     private readonly long _d, _h, _dk, _f;
+    private readonly Gpt2Config _config;
     private readonly LayerWeights _in;   // float64 copies of the small tensors (and of big ones in other dtypes)
     private readonly Tensor _heads;      // [3h, d+1, dk]: W̃_Q = [W_Q; b_Q], [W_K; 0], [W_V; 0] per head, folded and centred
     private readonly LayerWeights _out;  // float64 canonical output
@@ -27,20 +28,24 @@ public sealed class LayerCanonicalizer : IDisposable
 
     public LayerCanonicalizer(Gpt2Config c)
     {
+        _config = c;
         _d = c.NEmbd; _h = c.NHead; _dk = c.HeadDim; _f = c.NInner;
-        _in = Float64Buffers(c);
-        _out = Float64Buffers(c);
+        _in = Float64Buffers(c, bigOnDemand: true);
+        _out = Float64Buffers(c, bigOnDemand: true);
         _heads = zeros(3 * _h, _d + 1, _dk, ScalarType.Float64).DetachFromDisposeScope();
         _attnSum = new double[3 * _d]; _attnSq = new double[3 * _d]; _attnB = new double[3 * _d];
         _fcSum = new double[_f]; _fcSq = new double[_f]; _fcB = new double[_f];
         _rowMean = new double[_f]; _rowSq = new double[_f];
     }
 
-    /// <summary>Zeroed float64 tensors for one block, owned by the caller (not by any dispose scope).</summary>
-    public static LayerWeights Float64Buffers(Gpt2Config c)
+    /// <summary>
+    /// Zeroed float64 tensors for one block, owned by the caller (not by any dispose scope). With
+    /// <paramref name="bigOnDemand"/> the four weight matrices are empty placeholders until <see cref="Big"/> sizes them.
+    /// </summary>
+    public static LayerWeights Float64Buffers(Gpt2Config c, bool bigOnDemand = false)
     {
         long d = c.NEmbd, f = c.NInner;
-        Tensor Z(params long[] shape) => zeros(shape, ScalarType.Float64).DetachFromDisposeScope();
+        Tensor Z(params long[] shape) => zeros(bigOnDemand && shape.Length == 2 ? [0] : shape, ScalarType.Float64).DetachFromDisposeScope();
         return new LayerWeights
         {
             Ln1W = Z(d), Ln1B = Z(d), AttnW = Z(d, 3 * d), AttnB = Z(3 * d), AttnProjW = Z(d, d), AttnProjB = Z(d),
@@ -48,7 +53,28 @@ public sealed class LayerCanonicalizer : IDisposable
         };
     }
 
-    /// <summary>The canonical float64 tensors of the last <see cref="Run"/> (owned by this object; valid until the next run).</summary>
+    /// <summary>
+    /// A weight matrix of <paramref name="w"/> (c_attn, attn.c_proj, c_fc or mlp.c_proj), allocated on first use:
+    /// streaming F32 or F64 checkpoints reads and writes those in place, so they are never needed there.
+    /// </summary>
+    private Tensor BigBuffer(LayerWeights w, int index)
+    {
+        var shape = Gpt2Keys.LayerShape(_config, Gpt2Keys.LayerSuffixes[index]);
+        Tensor Fresh() => zeros(shape, ScalarType.Float64).DetachFromDisposeScope();
+        switch (index)
+        {
+            case 2: if (w.AttnW.numel() == 0) { w.AttnW.Dispose(); w.AttnW = Fresh(); } return w.AttnW;
+            case 4: if (w.AttnProjW.numel() == 0) { w.AttnProjW.Dispose(); w.AttnProjW = Fresh(); } return w.AttnProjW;
+            case 8: if (w.FcW.numel() == 0) { w.FcW.Dispose(); w.FcW = Fresh(); } return w.FcW;
+            case 10: if (w.MlpProjW.numel() == 0) { w.MlpProjW.Dispose(); w.MlpProjW = Fresh(); } return w.MlpProjW;
+            default: throw new ArgumentOutOfRangeException(nameof(index));
+        }
+    }
+
+    /// <summary>
+    /// The canonical float64 tensors of the last <see cref="Run"/> (owned by this object; valid until the next run).
+    /// Weight matrices that the run wrote to a target instead are stale (empty if never computed here).
+    /// </summary>
     public LayerWeights Output => _out;
 
     /// <summary>The stored tensors of layer <paramref name="layer"/>, zero-copy inside the checkpoint's memory map.</summary>
@@ -82,33 +108,39 @@ public sealed class LayerCanonicalizer : IDisposable
         long d = _d, h = _h, dk = _dk, f = _f;
         var inputs = _in.Named().ToList();
         if (w.Count != inputs.Count) throw new ArgumentException($"expected {inputs.Count} tensors, got {w.Count}");
+        var shapes = Gpt2Keys.LayerSuffixes.Select(sfx => Gpt2Keys.LayerShape(_config, sfx)).ToArray();
         for (int i = 0; i < inputs.Count; i++)
-            if (!w[i].Shape.SequenceEqual(inputs[i].Tensor.shape))
-                throw new ArgumentException($"{inputs[i].Suffix}: shape [{string.Join(", ", w[i].Shape)}], expected [{string.Join(", ", inputs[i].Tensor.shape)}]");
+            if (!w[i].Shape.SequenceEqual(shapes[i]))
+                throw new ArgumentException($"{inputs[i].Suffix}: shape [{string.Join(", ", w[i].Shape)}], expected [{string.Join(", ", shapes[i])}]");
         // Small tensors (LayerNorms, biases) and W_O are converted to float64; the big readers and c_proj are read
         // in place when they are F32 or F64.
-        KernelSource Big(int i, Tensor scratch)
+        KernelSource Big(int i)
         {
             var r = w[i];
             if (r.DType is DType.F32 or DType.F64) return new(r.Data, r.DType == DType.F64);
+            var scratch = BigBuffer(_in, i);
             CanonicalKernels.ToFloat64(r.Data, r.DType, scratch.numel(), Ptr(scratch));
             return new(Ptr(scratch), true);
         }
-        KernelTarget Target(int i, Tensor fallback)
+        KernelTarget Target(int i)
         {
             var t = targets?[i];
-            if (t is null) return new(Ptr(fallback), true);
+            if (t is null) return new(Ptr(BigBuffer(_out, i)), true);
             var r = t.Value;
-            if (r.DType is not (DType.F32 or DType.F64) || !r.Shape.SequenceEqual(fallback.shape))
-                throw new ArgumentException($"{inputs[i].Suffix}: target must be F32 or F64 [{string.Join(", ", fallback.shape)}]");
+            if (r.DType is not (DType.F32 or DType.F64) || !r.Shape.SequenceEqual(shapes[i]))
+                throw new ArgumentException($"{inputs[i].Suffix}: target must be F32 or F64 [{string.Join(", ", shapes[i])}]");
             return new(r.Data, r.DType == DType.F64);
         }
         const int iAttnW = 2, iProjW = 4, iFcW = 8, iMlpProjW = 10;
         for (int i = 0; i < inputs.Count; i++)
-            if (i is not (iAttnW or iFcW or iMlpProjW)) CanonicalKernels.ToFloat64(w[i].Data, w[i].DType, inputs[i].Tensor.numel(), Ptr(inputs[i].Tensor));
-        var attnSrc = Big(iAttnW, _in.AttnW);
-        var fcSrc = Big(iFcW, _in.FcW);
-        var projSrc = Big(iMlpProjW, _in.MlpProjW);
+            if (i is not (iAttnW or iFcW or iMlpProjW))
+            {
+                var dst = i == iProjW ? BigBuffer(_in, i) : inputs[i].Tensor;
+                CanonicalKernels.ToFloat64(w[i].Data, w[i].DType, dst.numel(), Ptr(dst));
+            }
+        var attnSrc = Big(iAttnW);
+        var fcSrc = Big(iFcW);
+        var projSrc = Big(iMlpProjW);
         PhaseClock.Mark("canon: load");
 
         // Steps 1–2 for c_attn, fused: W ← diag(γ₁)W written into the heads layout, b ← b + β₁W (unscaled W),
@@ -160,7 +192,7 @@ public sealed class LayerCanonicalizer : IDisposable
             return [qkv.narrow(0, 0, h) * sQ, qkv.narrow(0, h, h).narrow(1, 0, d) * sQ, qkv.narrow(0, 2 * h, h).narrow(1, 0, d) * sV, newO.transpose(1, 2) * sV];
         }
         var order = CanonicalForm.SortHeads(sq, sv, HeadData, report);
-        CanonicalKernels.AssembleAttention(qkvPtr, Ptr(newO), h, d, dk, order, signQ, signV, Target(iAttnW, _out.AttnW), Ptr(_out.AttnB), Target(iProjW, _out.AttnProjW));
+        CanonicalKernels.AssembleAttention(qkvPtr, Ptr(newO), h, d, dk, order, signQ, signV, Target(iAttnW), Ptr(_out.AttnB), Target(iProjW));
         _out.AttnProjB.copy_(_in.AttnProjB);
         _out.Ln1W.fill_(1.0); _out.Ln1B.zero_();
         _out.Ln2W.fill_(1.0); _out.Ln2B.zero_();
@@ -195,8 +227,8 @@ public sealed class LayerCanonicalizer : IDisposable
             },
             (int)d, (int)d, report);
         PhaseClock.Mark("canon: unit keys + sort");
-        CanonicalKernels.GatherColumnsCentred(fcSrc, Ptr(_in.Ln2W), d, f, unitOrder, fcMean, Target(iFcW, _out.FcW));
-        CanonicalKernels.GatherRowsCentred(projSrc, f, d, unitOrder, _rowMean, Target(iMlpProjW, _out.MlpProjW));
+        CanonicalKernels.GatherColumnsCentred(fcSrc, Ptr(_in.Ln2W), d, f, unitOrder, fcMean, Target(iFcW));
+        CanonicalKernels.GatherRowsCentred(projSrc, f, d, unitOrder, _rowMean, Target(iMlpProjW));
         using (var up = tensor(unitOrder.Select(i => (long)i).ToArray(), ScalarType.Int64)) _out.FcB.copy_(_in.FcB.index_select(0, up));
         _out.MlpProjB.copy_(_in.MlpProjB);
         PhaseClock.Mark("canon: permute units");
