@@ -211,4 +211,36 @@ public class CanonicalStreamingTests(ITestOutputHelper output)
         Assert.NotEqual(posA, posB);                               // the order really flipped
         Assert.True(r.Layers[0].MlpDistance < 1e-6, $"MLP distance {r.Layers[0].MlpDistance:E2}");
     }
+
+    [Theory]
+    [InlineData("attn.c_attn.weight")]
+    [InlineData("mlp.c_proj.weight")]
+    [InlineData("ln_2.weight")]
+    [InlineData("attn.c_proj.weight")]
+    public void NonFiniteWeightsAreRefusedByNameAndLeaveNoOutput(string suffix)
+    {
+        using var ck = Gpt2Checkpoint.Open(TestCheckpoints.Get("canon-tiny-f64", TestCheckpoints.Tiny, new MakeCheckpointOptions { Seed = 11, DType = DType.F64 }));
+        var c = ck.Config;
+        using var m = TestGauge.Load(ck);
+        using (no_grad())
+        {
+            var t = m.Layers[1].Named().First(p => p.Suffix == suffix).Tensor;
+            t.view(-1)[3] = double.NaN;
+        }
+        string input = CanonicalCliTests.Save(m, c, DType.F32, "canon-nan");
+        string parent = TestCheckpoints.NewTempDir("canon-nan-out");
+        string outDir = Path.Combine(parent, "out");
+        foreach (var form in new[] { "full", "paper" })
+        {
+            var (rc, _, err) = CliRunner.Run(["canonicalize-checkpoint", input, "--out", outDir, "--form", form]);
+            output.WriteLine(err);
+            Assert.Equal(2, rc);
+            Assert.Contains($"h.1.{suffix}", err);
+            Assert.Contains("NaN", err);
+            Assert.Empty(Directory.EnumerateFileSystemEntries(parent));   // no output and no temporary directory left
+        }
+        var (rcCompare, _, errCompare) = CliRunner.Run(["compare", ck.Directory, input]);
+        Assert.Equal(2, rcCompare);
+        Assert.Contains($"h.1.{suffix}", errCompare);
+    }
 }

@@ -191,12 +191,25 @@ public static class CanonicalCheckpoint
                     {
                         if (direct)
                             foreach (int i in bigWeights) targets[i] = new RawTensor(staging.Slot(keys[i]), outType, shapes[i]);
-                        k.Run(mapped, lr, targets);
+                        try
+                        {
+                            k.Run(mapped, lr, targets);
+                        }
+                        catch (NonFiniteTensorException e)
+                        {
+                            throw e.In(ck, l);
+                        }
                         cw = k.Output;
                     }
                     else
                     {
                         using var w = ck.LoadLayer(l, ScalarType.Float64);
+                        foreach (var (suffix, t) in w.Named())
+                            if (!t.isfinite().all().item<bool>())
+                            {
+                                string key = ck.Key(Gpt2Keys.Layer(l, suffix));
+                                throw new SafeTensorsException(ck.Store.Entry(key).File, key, "contains NaN or ±inf values (a canonical form needs finite weights)");
+                            }
                         cw = PaperForm.CanonicalizeLayer(w, c, lr);
                     }
                     int ti = 0;

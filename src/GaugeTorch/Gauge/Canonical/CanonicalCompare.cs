@@ -77,8 +77,10 @@ public static class CanonicalCompare
             using var scope = NewDisposeScope();
             var ra = new LayerReport { Layer = l };
             var rb = new LayerReport { Layer = l };
-            canonA.Run(LayerCanonicalizer.Mapped(a, l), ra);
-            canonB.Run(LayerCanonicalizer.Mapped(b, l), rb);
+            try { canonA.Run(LayerCanonicalizer.Mapped(a, l), ra); }
+            catch (NonFiniteTensorException e) { throw e.In(a, l); }
+            try { canonB.Run(LayerCanonicalizer.Mapped(b, l), rb); }
+            catch (NonFiniteTensorException e) { throw e.In(b, l); }
             result.ReportA.Layers.Add(ra);
             result.ReportB.Layers.Add(rb);
             result.Layers.Add(CompareLayer(canonA.Output, canonB.Output, ra, rb, c));

@@ -141,6 +141,7 @@ public sealed class LayerCanonicalizer : IDisposable
         var attnSrc = Big(iAttnW);
         var fcSrc = Big(iFcW);
         var projSrc = Big(iMlpProjW);
+        CheckFiniteSmall();
         PhaseClock.Mark("canon: load");
 
         // Steps 1–2 for c_attn, fused: W ← diag(γ₁)W written into the heads layout, b ← b + β₁W (unscaled W),
@@ -160,6 +161,7 @@ public sealed class LayerCanonicalizer : IDisposable
         _in.AttnProjB.sub_(_in.AttnProjB.mean());
         _in.MlpProjB.sub_(_in.MlpProjB.mean());
         CanonicalKernels.RowStats(projSrc, f, d, _rowMean, _rowSq);
+        CheckFiniteBig();
         PhaseClock.Mark("canon: fold + centre");
 
         // Steps 5–6: balanced factors. QK: A = W̃_Q, B = W_K. VO: A = W_V, B = W_Oᵀ.
@@ -236,11 +238,52 @@ public sealed class LayerCanonicalizer : IDisposable
 
     private static IntPtr Ptr(Tensor t) => NativeTensorAccess.DataPointer(t);
 
+    /// <summary>
+    /// NaN or ±inf anywhere in the layer would poison every factorization: refuse it, naming the tensor. The
+    /// LayerNorms, biases and W_O are checked as loaded (before anything is folded into them).
+    /// </summary>
+    private void CheckFiniteSmall()
+    {
+        foreach (var (suffix, t) in _in.Named())
+            if (t.numel() > 0 && suffix is not ("attn.c_attn.weight" or "mlp.c_fc.weight" or "mlp.c_proj.weight") && !t.isfinite().all().item<bool>())
+                throw new NonFiniteTensorException(suffix, NonFiniteMessage);
+    }
+
+    /// <summary>
+    /// The big readers and c_proj, through the sums their fused passes already computed: a non-finite entry, or one
+    /// whose square overflows float64, makes them non-finite.
+    /// </summary>
+    private void CheckFiniteBig()
+    {
+        static bool Finite(double[] a) => a.All(double.IsFinite);
+        string? bad = !Finite(_attnSum) || !Finite(_attnSq) || !Finite(_attnB) ? "attn.c_attn.weight"
+            : !Finite(_fcSum) || !Finite(_fcSq) || !Finite(_fcB) ? "mlp.c_fc.weight"
+            : !Finite(_rowMean) || !Finite(_rowSq) ? "mlp.c_proj.weight"
+            : null;
+        if (bad is not null) throw new NonFiniteTensorException(bad, NonFiniteMessage);
+    }
+
+    private const string NonFiniteMessage = "contains NaN, ±inf or values whose squares overflow float64 (a canonical form needs finite weights)";
+
     public void Dispose()
     {
         _in.Dispose();
         _out.Dispose();
         _heads.Dispose();
+    }
+}
+
+/// <summary>A layer tensor (<see cref="Suffix"/>) with NaN or infinite values.</summary>
+public sealed class NonFiniteTensorException(string suffix, string problem) : ArgumentException($"{suffix}: {problem}")
+{
+    public string Suffix { get; } = suffix;
+    public string Problem { get; } = problem;
+
+    /// <summary>The same error located in a checkpoint: its file and full tensor name.</summary>
+    public SafeTensorsException In(Gpt2Checkpoint ck, int layer)
+    {
+        string key = ck.Key(Gpt2Keys.Layer(layer, Suffix));
+        return new SafeTensorsException(ck.Store.Entry(key).File, key, Problem);
     }
 }
 
