@@ -35,20 +35,26 @@ public class CanonicalStreamingTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(DType.F32)]
-    [InlineData(DType.F16)]
-    [InlineData(DType.BF16)]
-    [InlineData(DType.F64)]
-    public void ExportIsTheInMemoryFormRoundedOnceAndDirectEqualsBufferedWrites(DType dtype)
+    [InlineData(DType.F32, 1)]
+    [InlineData(DType.F16, 1)]
+    [InlineData(DType.BF16, 1)]
+    [InlineData(DType.F64, 1)]
+    [InlineData(DType.F32, 3)]   // shards split layers between files: a layer is staged as several runs
+    public void ExportIsTheInMemoryFormRoundedOnceAndDirectEqualsBufferedWrites(DType dtype, int shards)
     {
-        var opts = new MakeCheckpointOptions { Seed = 31, DType = dtype, Prefix = dtype == DType.F16, MaskBuffers = true };
-        string input = TestCheckpoints.Get($"canon-stream-{dtype}", Mid, opts);
+        var opts = new MakeCheckpointOptions { Seed = 31, DType = dtype, Prefix = dtype == DType.F16, MaskBuffers = true, Shards = shards };
+        string input = TestCheckpoints.Get($"canon-stream-{dtype}-{shards}", Mid, opts);
         string direct = Export(input, "canon-direct", direct: true, "--check-tokens", "0");
         string buffered = Export(input, "canon-buffered", direct: false, "--check-tokens", "0");
-        byte[] a = File.ReadAllBytes(Path.Combine(direct, SafeTensorStore.SingleFileName));
-        byte[] b = File.ReadAllBytes(Path.Combine(buffered, SafeTensorStore.SingleFileName));
-        Assert.Equal(b.Length, a.Length);
-        Assert.True(a.AsSpan().SequenceEqual(b), "direct-I/O and buffered exports differ");
+        var files = Directory.GetFiles(direct, "*.safetensors").Select(Path.GetFileName).Order().ToArray();
+        Assert.Equal(shards, files.Length);
+        foreach (var file in files)
+        {
+            byte[] a = File.ReadAllBytes(Path.Combine(direct, file!));
+            byte[] b = File.ReadAllBytes(Path.Combine(buffered, file!));
+            Assert.Equal(b.Length, a.Length);
+            Assert.True(a.AsSpan().SequenceEqual(b), $"{file}: direct-I/O and buffered exports differ");
+        }
 
         // Every stored tensor is exactly the float64 in-memory canonical form rounded to the storage dtype.
         using var ck = Gpt2Checkpoint.Open(input);
@@ -177,7 +183,7 @@ public class CanonicalStreamingTests(ITestOutputHelper output)
     [Fact]
     public unsafe void MappedPointersReadTheStoredBytesAndSurviveRelease()
     {
-        string dir = TestCheckpoints.Get("canon-stream-F32", Mid, new MakeCheckpointOptions { Seed = 31, DType = DType.F32, MaskBuffers = true });
+        string dir = TestCheckpoints.Get("canon-stream-F32-1", Mid, new MakeCheckpointOptions { Seed = 31, DType = DType.F32, MaskBuffers = true, Shards = 1 });
         using var ck = Gpt2Checkpoint.Open(dir);
         var e = ck.Store.Entry(ck.Key(Gpt2Keys.Layer(1, "mlp.c_fc.weight")));
         byte[] want = ck.Store.ReadBytes(e.Name);
