@@ -6,8 +6,10 @@ using TorchSharp;
 namespace GaugeTorch.SafeTensors;
 
 /// <summary>
-/// A memory-mapped safetensors file. The header is parsed and checked strictly when the file is opened; tensor
-/// data is read through short-lived views, so only the tensor being copied is resident in the process.
+/// A memory-mapped safetensors file. The header is parsed and checked strictly when the file is opened. Tensor
+/// data is copied through short-lived views (<see cref="CopyRaw(TensorEntry, IntPtr)"/>), so only the tensor being
+/// copied is resident in the process, or read in place through one whole-file view (<see cref="MappedPointer"/>),
+/// whose pages a streaming reader gives back with <see cref="ReleaseMapped"/>.
 /// </summary>
 public sealed class SafeTensorFile : IDisposable
 {

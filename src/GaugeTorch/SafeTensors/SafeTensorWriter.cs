@@ -119,7 +119,7 @@ public sealed class SafeTensorWriter : IDisposable
 
     /// <summary>
     /// Marks a declared tensor as written and returns the file offset of its data, for a later
-    /// <see cref="WriteAt"/> (possibly from another thread). The caller must pass data of the declared dtype and shape.
+    /// <see cref="WriteRange"/> (possibly from another thread). The caller must pass data of the declared dtype and shape.
     /// </summary>
     public long Claim(string name, DType dtype, long[] shape)
     {
@@ -129,9 +129,6 @@ public sealed class SafeTensorWriter : IDisposable
         if (!_written.Add(name)) throw new ArgumentException($"{Path}: tensor '{name}' written twice");
         return slot.Offset;
     }
-
-    /// <summary>Writes <paramref name="length"/> bytes at a claimed offset (thread-safe: positional writes only).</summary>
-    public void WriteAt(long offset, IntPtr src, long length) => WriteRaw(offset, src, length, flush: false);
 
     /// <summary>Absolute file offset of a declared tensor's data.</summary>
     public long DataOffset(string name) =>

@@ -159,10 +159,10 @@ public static class CanonicalCheckpoint
             using var k = o.Form == CanonicalFormKind.Full ? new LayerCanonicalizer(c) : null;
             bool direct = outType is DType.F32 or DType.F64;
             var bigWeights = new[] { 2, 4, 8, 10 };   // c_attn, attn.c_proj, c_fc, mlp.c_proj weights (LayerSuffixes order)
+            var shapes = Gpt2Keys.LayerSuffixes.Select(sfx => Gpt2Keys.LayerShape(c, sfx)).ToArray();
             try
             {
-                var next = LayerCanonicalizer.Mapped(ck, 0);
-                touching = Task.Run(() => TouchPages(next));
+                touching = Task.Run(() => TouchPages(LayerCanonicalizer.Mapped(ck, 0)));
                 for (int l = 0; l < c.NLayer; l++)
                 {
                     using var scope = NewDisposeScope();
@@ -170,13 +170,11 @@ public static class CanonicalCheckpoint
                     int set = l % 2;
                     var staging = set == 0 ? stagingA : stagingB;
                     PhaseClock.Start();
-                    var mapped = next;
                     touching.GetAwaiter().GetResult();
                     if (l + 1 < c.NLayer)
                     {
-                        next = LayerCanonicalizer.Mapped(ck, l + 1);
-                        var toTouch = next;
-                        touching = Task.Run(() => TouchPages(toTouch));
+                        int next = l + 1;
+                        touching = Task.Run(() => TouchPages(LayerCanonicalizer.Mapped(ck, next)));
                     }
                     writing[set]?.GetAwaiter().GetResult();                 // this set's previous layer is on disk
                     PhaseClock.Mark("wait: write");
@@ -184,32 +182,20 @@ public static class CanonicalCheckpoint
                     var keys = Gpt2Keys.LayerSuffixes.Select(sfx => ck.Key(Gpt2Keys.Layer(l, sfx))).ToArray();
                     var buffers = Gpt2Keys.BufferSuffixes.Select(sfx => ck.Key(Gpt2Keys.Layer(l, sfx))).Where(ck.Store.Contains).ToArray();
                     staging.Plan(keys.Concat(buffers).Select(n => (n, writerOf[n])));
-                    var shapes = Gpt2Keys.LayerSuffixes.Select(sfx => Gpt2Keys.LayerShape(c, sfx)).ToArray();
                     var targets = new RawTensor?[keys.Length];
                     LayerWeights cw;
                     if (k is not null)
                     {
                         if (direct)
                             foreach (int i in bigWeights) targets[i] = new RawTensor(staging.Slot(keys[i]), outType, shapes[i]);
-                        try
-                        {
-                            k.Run(mapped, lr, targets);
-                        }
-                        catch (NonFiniteTensorException e)
-                        {
-                            throw e.In(ck, l);
-                        }
+                        k.Run(ck, l, lr, targets);
                         cw = k.Output;
                     }
                     else
                     {
                         using var w = ck.LoadLayer(l, ScalarType.Float64);
                         foreach (var (suffix, t) in w.Named())
-                            if (!t.isfinite().all().item<bool>())
-                            {
-                                string key = ck.Key(Gpt2Keys.Layer(l, suffix));
-                                throw new SafeTensorsException(ck.Store.Entry(key).File, key, "contains NaN or ±inf values (a canonical form needs finite weights)");
-                            }
+                            if (!t.isfinite().all().item<bool>()) throw new NonFiniteTensorException(suffix).In(ck, l);
                         cw = PaperForm.CanonicalizeLayer(w, c, lr);
                     }
                     int ti = 0;
@@ -256,7 +242,7 @@ public static class CanonicalCheckpoint
                         PhaseClock.Mark("check forward");
                     }
                     // Layer l's input pages are not needed any more: keep the resident set at about one layer.
-                    foreach (var key in keys) ck.Store.ReleaseMapped(ck.Store.Entry(key));
+                    LayerCanonicalizer.ReleaseMapped(ck, l);
                     if (k is null) cw.Dispose();
                     o.Progress?.Report((l + 2, total));
                 }

@@ -77,18 +77,13 @@ public static class CanonicalCompare
             using var scope = NewDisposeScope();
             var ra = new LayerReport { Layer = l };
             var rb = new LayerReport { Layer = l };
-            try { canonA.Run(LayerCanonicalizer.Mapped(a, l), ra); }
-            catch (NonFiniteTensorException e) { throw e.In(a, l); }
-            try { canonB.Run(LayerCanonicalizer.Mapped(b, l), rb); }
-            catch (NonFiniteTensorException e) { throw e.In(b, l); }
+            canonA.Run(a, l, ra);
+            canonB.Run(b, l, rb);
             result.ReportA.Layers.Add(ra);
             result.ReportB.Layers.Add(rb);
             result.Layers.Add(CompareLayer(canonA.Output, canonB.Output, ra, rb, c));
-            foreach (var sfx in Gpt2Keys.LayerSuffixes)
-            {
-                a.Store.ReleaseMapped(a.Store.Entry(a.Key(Gpt2Keys.Layer(l, sfx))));
-                b.Store.ReleaseMapped(b.Store.Entry(b.Key(Gpt2Keys.Layer(l, sfx))));
-            }
+            LayerCanonicalizer.ReleaseMapped(a, l);
+            LayerCanonicalizer.ReleaseMapped(b, l);
             progress?.Report((l + 1, c.NLayer + 1));
         }
         using (var scope = NewDisposeScope())

@@ -124,8 +124,11 @@ public static class CanonicalForm
         double[][]? data = null;
         int Fallback(int a, int b)
         {
-            var tensors = headData();
-            data ??= Enumerable.Range(0, h).Select(i => tensors.SelectMany(t => CanonicalMath.ToArray(t[i])).ToArray()).ToArray();
+            if (data is null)
+            {
+                var tensors = headData();
+                data = Enumerable.Range(0, h).Select(i => tensors.SelectMany(t => CanonicalMath.ToArray(t[i])).ToArray()).ToArray();
+            }
             return CanonicalMath.DataCompare(data[a], data[b], GapTolerance);
         }
         var (order, tied) = CanonicalMath.TolerantSort(keys, GapTolerance, Fallback);

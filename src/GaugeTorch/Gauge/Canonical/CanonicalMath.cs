@@ -41,15 +41,12 @@ internal static class CanonicalMath
     /// or below <paramref name="rankTolerance"/> × the entry's largest are set to exactly 0 with zero columns in the
     /// transforms, so rank-deficient and zero composites give finite, unique factors. Runs single-threaded.
     /// </summary>
-    public static (Tensor TA, Tensor S, Tensor TB, int Fallbacks) BalancingTransforms(Tensor a, Tensor b, double rankTolerance) =>
-        TorchThreads.SingleThreaded(() =>
-        {
-            using var scope = NewDisposeScope();
-            var (fa, na) = SquareRootFactor(Gram(a), a);
-            var (fb, nb) = SquareRootFactor(Gram(b), b);
-            var (ta, s, tb) = TransformsFromFactors(fa, fb, rankTolerance);
-            return (ta.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), tb.MoveToOuterDisposeScope(), na + nb);
-        });
+    public static (Tensor TA, Tensor S, Tensor TB, int Fallbacks) BalancingTransforms(Tensor a, Tensor b, double rankTolerance)
+    {
+        using var scope = NewDisposeScope();
+        var (ta, s, tb, n) = BalancingTransforms(Gram(a), a, Gram(b), b, rankTolerance);
+        return (ta.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), tb.MoveToOuterDisposeScope(), n);
+    }
 
     /// <summary>Gram matrices AᵀA [b, r, r] of a batch A [b, m, r].</summary>
     public static Tensor Gram(Tensor a) => matmul(a.transpose(1, 2), a);

@@ -40,7 +40,7 @@ public sealed class LayerCanonicalizer : IDisposable
 
     /// <summary>
     /// Zeroed float64 tensors for one block, owned by the caller (not by any dispose scope). With
-    /// <paramref name="bigOnDemand"/> the four weight matrices are empty placeholders until <see cref="Big"/> sizes them.
+    /// <paramref name="bigOnDemand"/> the four weight matrices are empty placeholders until <see cref="BigBuffer"/> sizes them.
     /// </summary>
     public static LayerWeights Float64Buffers(Gpt2Config c, bool bigOnDemand = false)
     {
@@ -84,6 +84,29 @@ public sealed class LayerCanonicalizer : IDisposable
             var e = ck.Store.Entry(ck.Key(Gpt2Keys.Layer(layer, suffix)));
             return new RawTensor(ck.Store.MappedPointer(e), e.DType, e.Shape);
         }).ToArray();
+
+    /// <summary>Drops the process's mappings of layer <paramref name="layer"/>'s pages once it has been read (see <see cref="SafeTensorFile.ReleaseMapped"/>).</summary>
+    public static void ReleaseMapped(Gpt2Checkpoint ck, int layer)
+    {
+        foreach (var suffix in Gpt2Keys.LayerSuffixes) ck.Store.ReleaseMapped(ck.Store.Entry(ck.Key(Gpt2Keys.Layer(layer, suffix))));
+    }
+
+    /// <summary>
+    /// Canonicalizes layer <paramref name="layer"/> of <paramref name="ck"/>, read in place from its memory map (see
+    /// <see cref="Run(IReadOnlyList{RawTensor}, LayerReport, IReadOnlyList{RawTensor?}?)"/>); non-finite weights are
+    /// reported with the file and tensor name.
+    /// </summary>
+    public void Run(Gpt2Checkpoint ck, int layer, LayerReport report, IReadOnlyList<RawTensor?>? targets = null)
+    {
+        try
+        {
+            Run(Mapped(ck, layer), report, targets);
+        }
+        catch (NonFiniteTensorException e)
+        {
+            throw e.In(ck, layer);
+        }
+    }
 
     /// <summary>Canonicalizes <paramref name="w"/> (any dtype; not modified) into <see cref="Output"/> and fills <paramref name="report"/>.</summary>
     public void Run(LayerWeights w, LayerReport report)
@@ -175,7 +198,6 @@ public sealed class LayerCanonicalizer : IDisposable
         var (tq, sq, tk, fq) = CanonicalMath.BalancingTransforms(grams.narrow(0, 0, h), q, grams.narrow(0, h, h), k, CanonicalForm.RankTolerance);
         var (tv, sv, to, fv) = CanonicalMath.BalancingTransforms(grams.narrow(0, 2 * h, h), v, gramO, o.transpose(1, 2), CanonicalForm.RankTolerance);
         report.HouseholderFallbacks += fq + fv;
-        PhaseClock.Mark("canon: factors");
         var qkv = matmul(_heads, cat([tq, tk, tv], 0));       // [3h, d+1, dk]: new W̃_Q, [W_K; 0], [W_V; 0]
         var newO = matmul(to.transpose(1, 2), o);             // [h, dv, d] = (W_Oᵀ T_O)ᵀ
         PhaseClock.Mark("canon: apply");
@@ -229,7 +251,7 @@ public sealed class LayerCanonicalizer : IDisposable
             },
             (int)d, (int)d, report);
         PhaseClock.Mark("canon: unit keys + sort");
-        CanonicalKernels.GatherColumnsCentred(fcSrc, Ptr(_in.Ln2W), d, f, unitOrder, fcMean, Target(iFcW));
+        CanonicalKernels.GatherColumnsCentred(fcSrc, gamma2, d, f, unitOrder, fcMean, Target(iFcW));
         CanonicalKernels.GatherRowsCentred(projSrc, f, d, unitOrder, _rowMean, Target(iMlpProjW));
         using (var up = tensor(unitOrder.Select(i => (long)i).ToArray(), ScalarType.Int64)) _out.FcB.copy_(_in.FcB.index_select(0, up));
         _out.MlpProjB.copy_(_in.MlpProjB);
@@ -246,7 +268,7 @@ public sealed class LayerCanonicalizer : IDisposable
     {
         foreach (var (suffix, t) in _in.Named())
             if (t.numel() > 0 && suffix is not ("attn.c_attn.weight" or "mlp.c_fc.weight" or "mlp.c_proj.weight") && !t.isfinite().all().item<bool>())
-                throw new NonFiniteTensorException(suffix, NonFiniteMessage);
+                throw new NonFiniteTensorException(suffix);
     }
 
     /// <summary>
@@ -260,10 +282,8 @@ public sealed class LayerCanonicalizer : IDisposable
             : !Finite(_fcSum) || !Finite(_fcSq) || !Finite(_fcB) ? "mlp.c_fc.weight"
             : !Finite(_rowMean) || !Finite(_rowSq) ? "mlp.c_proj.weight"
             : null;
-        if (bad is not null) throw new NonFiniteTensorException(bad, NonFiniteMessage);
+        if (bad is not null) throw new NonFiniteTensorException(bad);
     }
-
-    private const string NonFiniteMessage = "contains NaN, ±inf or values whose squares overflow float64 (a canonical form needs finite weights)";
 
     public void Dispose()
     {
@@ -274,10 +294,11 @@ public sealed class LayerCanonicalizer : IDisposable
 }
 
 /// <summary>A layer tensor (<see cref="Suffix"/>) with NaN or infinite values.</summary>
-public sealed class NonFiniteTensorException(string suffix, string problem) : ArgumentException($"{suffix}: {problem}")
+public sealed class NonFiniteTensorException(string suffix) : ArgumentException($"{suffix}: {Problem}")
 {
+    public const string Problem = "contains NaN, ±inf or values whose squares overflow float64 (a canonical form needs finite weights)";
+
     public string Suffix { get; } = suffix;
-    public string Problem { get; } = problem;
 
     /// <summary>The same error located in a checkpoint: its file and full tensor name.</summary>
     public SafeTensorsException In(Gpt2Checkpoint ck, int layer)
@@ -289,26 +310,3 @@ public sealed class NonFiniteTensorException(string suffix, string problem) : Ar
 
 /// <summary>A tensor's raw data in memory: pointer, stored dtype and shape (row-major, contiguous).</summary>
 public readonly record struct RawTensor(IntPtr Data, DType DType, long[] Shape);
-
-/// <summary>Reusable raw-dtype tensors for reading and writing layers (one per name, dtype and shape).</summary>
-public sealed class StagingBuffers : IDisposable
-{
-    private readonly Dictionary<string, Tensor> _buffers = new(StringComparer.Ordinal);
-
-    public Tensor Get(string name, DType dtype, long[] shape)
-    {
-        string key = $"{name}|{dtype}|{string.Join(",", shape)}";
-        if (!_buffers.TryGetValue(key, out var t))
-        {
-            t = empty(shape, dtype.ToScalarType()).DetachFromDisposeScope();   // owned here, not by a caller's scope
-            _buffers[key] = t;
-        }
-        return t;
-    }
-
-    public void Dispose()
-    {
-        foreach (var t in _buffers.Values) t.Dispose();
-        _buffers.Clear();
-    }
-}
