@@ -47,7 +47,7 @@ public static class CliCommon
             return body();
         }
         catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or SafeTensorsException
-                                      or Gpt2FormatException or InvalidOperationException or KeyNotFoundException or FormatException
+                                      or Gpt2FormatException or GaugeTorch.Model.ModelFormatException or InvalidOperationException or KeyNotFoundException or FormatException
                                       or System.Text.Json.JsonException or NotSupportedException or OperationCanceledException)
         {
             Console.Error.WriteLine($"gaugetorch: error: {Flatten(e)}");

@@ -1,0 +1,21 @@
+using System.Text.Json.Nodes;
+using GaugeTorch.Architectures.Gpt2;
+
+namespace GaugeTorch.Model;
+
+/// <summary>Chooses the <see cref="IArchitecture"/> adapter of a config.json by its model_type.</summary>
+public static class Architectures
+{
+    /// <summary>model_type values GaugeTorch reads.</summary>
+    public static readonly IReadOnlyList<string> Supported = ["gpt2"];
+
+    public static IArchitecture FromConfig(JsonObject config, string source)
+    {
+        string modelType = config["model_type"] is JsonValue v && v.TryGetValue(out string? s) ? s : "gpt2";
+        return modelType switch
+        {
+            "gpt2" => new Gpt2Adapter(GaugeTorch.Gpt2.Gpt2Config.FromJson(config, source)),
+            _ => throw new GaugeTorch.Gpt2.Gpt2FormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
+        };
+    }
+}
