@@ -20,6 +20,10 @@ public static class FiniteWeights
     public static void Require(Gpt2Checkpoint ck, string name, Tensor t)
     {
         using var scope = NewDisposeScope();
+        // Fast path: the sum is finite unless an entry is NaN or ±inf (or the sum overflows, which the exact check
+        // below then clears). It allocates nothing; isfinite() builds x.abs() and two masks, which cost generate on
+        // the gpt2 preset 270 MB of peak RSS and 1.4 s (measured: 970 MB vs 700 MB with --allow-nonfinite).
+        if (t.numel() == 0 || double.IsFinite(t.sum().to_type(ScalarType.Float64).item<double>())) return;
         var finite = t.isfinite();
         if (finite.all().item<bool>()) return;
         long nan = t.isnan().sum().item<long>();

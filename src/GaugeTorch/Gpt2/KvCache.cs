@@ -60,6 +60,13 @@ public sealed class KvCache : IDisposable
     /// <summary>Forgets every position (the buffers are kept).</summary>
     public void Clear() => Length = 0;
 
+    /// <summary>Forgets the positions from <paramref name="length"/> on (to go back and continue differently).</summary>
+    public void Truncate(int length)
+    {
+        if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length), $"{length} is not in [0, {Length}]");
+        Length = length;
+    }
+
     public void Dispose()
     {
         foreach (var t in _k) t.Dispose();

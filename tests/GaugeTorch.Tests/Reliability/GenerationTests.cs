@@ -48,6 +48,10 @@ public class GenerationTests
             AssertClose(full[p], step, $"position {p}");
         }
         Assert.Equal(seq.Length, cache.Length);
+        // Going back two positions and feeding the same token again gives the same logits.
+        cache.Truncate(seq.Length - 2);
+        using (var again = m.NextLogits(tensor(new long[] { seq[^2] }), cache))
+            AssertClose(full[seq.Length - 2], again, "after Truncate");
     }
 
     private static void AssertClose(Tensor expected, Tensor actual, string where)
