@@ -22,7 +22,7 @@ public static class SignalCleanup
     public const int TerminatedExitCode = 143;
 
     /// <summary>What a command deliberately keeps when interrupted (download: its resumable partial files), or null.</summary>
-    public static string? KeptNote { get; set; }
+    public static Func<string?>? KeptNote { get; set; }
 
     public static void Install()
     {
@@ -38,14 +38,20 @@ public static class SignalCleanup
         var removed = TempFiles.Interrupt();
         string what = removed.Count switch
         {
-            0 => "no temporary files were left",
-            1 => $"removed the temporary {removed[0]}",
-            _ => $"removed {removed.Count} temporaries ({string.Join(", ", removed.Take(3))}{(removed.Count > 3 ? ", ..." : "")})",
+            0 => "nothing partial is left",
+            1 => $"removed the temporary {removed[0]}, nothing partial is left",
+            _ => $"removed {removed.Count} temporaries ({string.Join(", ", removed.Take(3))}{(removed.Count > 3 ? ", ..." : "")}), nothing partial is left",
         };
+        string? kept = null;
+        try
+        {
+            kept = KeptNote?.Invoke();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         try
         {
             if (!Console.IsErrorRedirected) Console.Error.Write("\u001b[?25h\n"); // a progress display may have hidden the cursor
-            Console.Error.WriteLine($"gaugetorch: interrupted by {(sigint ? "SIGINT" : "SIGTERM")}; {what}, nothing partial is left{(KeptNote is null ? "" : "; " + KeptNote)}");
+            Console.Error.WriteLine($"gaugetorch: interrupted by {(sigint ? "SIGINT" : "SIGTERM")}; {what}{(kept is null ? "" : "; " + kept)}");
             Console.Error.Flush();
         }
         catch (IOException) { }

@@ -32,6 +32,10 @@ public static class TempFiles
     // .NAME.gaugetorch-PID-HEX8.KIND (KIND: tmp, partial, old)
     private static readonly Regex Pattern = new(@"^\..+\.gaugetorch-(\d+)-[0-9a-f]{8}\.(tmp|partial|old)$", RegexOptions.CultureInvariant);
 
+    // The names before PIDs were recorded: .NAME.HEX8.tmp, .NAME.HEX8.partial, .NAME.tmp-HEX8. Their owner cannot be
+    // told, so they are reported, never removed.
+    private static readonly Regex Legacy = new(@"^\..+\.([0-9a-f]{8}\.(tmp|partial)|tmp-[0-9a-f]{8})$", RegexOptions.CultureInvariant);
+
     /// <summary>True once <see cref="Interrupt"/> has run: no new temporaries, no more renames.</summary>
     public static bool Interrupted { get { lock (Gate) return _interrupted; } }
 
@@ -180,7 +184,7 @@ public static class TempFiles
         IEnumerable<string> candidates;
         try
         {
-            candidates = Directory.EnumerateFileSystemEntries(full, $".*.{Marker}-*").ToList();
+            candidates = Directory.EnumerateFileSystemEntries(full, ".*").ToList();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -188,8 +192,15 @@ public static class TempFiles
         }
         foreach (var p in candidates)
         {
-            var m = Pattern.Match(Path.GetFileName(p));
-            if (!m.Success || !int.TryParse(m.Groups[1].Value, out int pid)) continue;
+            string name = Path.GetFileName(p);
+            var m = Pattern.Match(name);
+            if (!m.Success)
+            {
+                if (Legacy.IsMatch(name))
+                    Notice($"found {p}, which looks like a temporary of an older gaugetorch (no owner recorded): remove it if no gaugetorch run is writing here");
+                continue;
+            }
+            if (!int.TryParse(m.Groups[1].Value, out int pid)) continue;
             if (pid == Environment.ProcessId || OwnerMayBeAlive(pid, p)) continue;
             try
             {

@@ -79,7 +79,9 @@ public static class DownloadCommand
             var hubOptions = (options ?? HubOptions.FromEnvironment)();
             using var client = new HubClient(hubOptions);
             // SIGINT/SIGTERM (SignalCleanup) exit at once; the partial download is resume state, kept on purpose.
-            SignalCleanup.KeptNote = $"the partial download in {Downloader.StagingDirectory(Path.Combine(parentDir, name))} is kept and the next run resumes from it";
+            string staging = Downloader.StagingDirectory(Path.Combine(parentDir, name));
+            SignalCleanup.KeptNote = () => Directory.Exists(staging) && Directory.EnumerateFileSystemEntries(staging).Any()
+                ? $"the partial download in {staging} is kept and the next run resumes from it" : null;
             DownloadResult result;
             try
             {

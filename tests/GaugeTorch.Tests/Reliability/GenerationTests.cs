@@ -105,7 +105,9 @@ public class GenerationTests
     [Fact]
     public void CliStopsAtTheContextWithAMessageAndStreamsTokens()
     {
-        // The demo model has 128 positions: a 1-token prompt leaves 127.
+        // The demo model has 128 positions: the built-in paragraph as the prompt leaves 128 - T of them.
+        string prompt = Gpt2Tokenizer.BuiltInText + " The end";
+        int left = 128 - Gpt2Tokenizer.Encode(prompt).Length;
         var recorder = new RecordingWriter();
         var (oldOut, oldErr) = (Console.Out, Console.Error);
         var err = new StringWriter();
@@ -114,7 +116,7 @@ public class GenerationTests
         int code;
         try
         {
-            code = GaugeTorch.Cli.App.Run(["generate", "--prompt", "The", "--max-new-tokens", "200"], recorder, err);
+            code = GaugeTorch.Cli.App.Run(["generate", "--prompt", prompt, "--max-new-tokens", "200"], recorder, err);
         }
         finally
         {
@@ -122,11 +124,11 @@ public class GenerationTests
             Console.SetError(oldErr);
         }
         Assert.True(code == 0, err.ToString());
-        Assert.Contains("stopped after 127 of 200 new tokens", err.ToString());
+        Assert.Contains($"stopped after {left} of 200 new tokens", err.ToString());
         Assert.Contains("128 positions", err.ToString());
-        Assert.StartsWith("The", recorder.Text);
+        Assert.StartsWith(prompt, recorder.Text);
         // Streamed: the text reached stdout in many flushed pieces, not in one write at the end.
-        Assert.True(recorder.Flushes >= 20, $"{recorder.Flushes} flushes");
+        Assert.True(recorder.Flushes >= left / 2, $"{recorder.Flushes} flushes for {left} tokens");
     }
 
     private sealed class RecordingWriter : TextWriter

@@ -77,6 +77,25 @@ public class SignalTests
     }
 
     [Fact]
+    public void TemporariesOfTheOldNamingAreReportedNotRemoved()
+    {
+        // Left by the code before this change (.OUT.tmp-*, .OUT.*.partial, .model.safetensors.*.tmp): no PID, so no
+        // way to know whether a run still owns them.
+        string parent = TestCheckpoints.NewTempDir("signal-legacy");
+        string[] old = [Path.Combine(parent, ".c.tmp-1a2b3c4d"), Path.Combine(parent, ".t.5e6f7a8b.partial")];
+        foreach (var d in old) Directory.CreateDirectory(d);
+        File.WriteAllText(Path.Combine(parent, ".model.safetensors.9c0d1e2f.tmp"), "");
+        var (code, _, err) = CliRunner.Run("make-checkpoint", "--out", Path.Combine(parent, "m"));
+        Assert.True(code == 0, err);
+        foreach (var d in old)
+        {
+            Assert.True(Directory.Exists(d));
+            Assert.Contains($"found {d}, which looks like a temporary of an older gaugetorch", err);
+        }
+        Assert.Contains(".model.safetensors.9c0d1e2f.tmp, which looks like", err);
+    }
+
+    [Fact]
     public void ATemporaryOfARunningProcessIsLeftAloneUnlessItsPidWasReused()
     {
         using var sleeper = System.Diagnostics.Process.Start("sleep", "30");
