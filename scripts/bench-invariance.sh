@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/gaugetorch-bench}
 n=${2:-2}
+mkdir -p "$work" # gaugetorch does not create missing parent directories
 dotnet build -c Release -v q -nologo src/GaugeTorch.Cli >/dev/null
 cli="dotnet src/GaugeTorch.Cli/bin/Release/net10.0/gaugetorch.dll"
 for preset in gpt2 gpt2-xl; do

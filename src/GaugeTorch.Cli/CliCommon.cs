@@ -14,6 +14,10 @@ public static class ExitCodes
     public const int CheckFailed = 1;
     /// <summary>Bad input or an error: one line on stderr.</summary>
     public const int Error = 2;
+    /// <summary>Interrupted by SIGINT (Ctrl-C): temporaries removed (<see cref="SignalCleanup"/>).</summary>
+    public const int Interrupted = SignalCleanup.InterruptedExitCode;
+    /// <summary>Terminated by SIGTERM: temporaries removed.</summary>
+    public const int Terminated = SignalCleanup.TerminatedExitCode;
 }
 
 public static class CliCommon
@@ -24,20 +28,55 @@ public static class CliCommon
         Arity = ArgumentArity.ZeroOrOne,
     };
 
+    // One --dtype vocabulary for every command: float64, float32, float16, bfloat16 (the safetensors names F64, F32,
+    // F16, BF16 and fp64/fp32/fp16, double/float/half are accepted too, in any case), plus "same" where a command
+    // writes the input's own storage dtype by default. Each command accepts the subset it can use and says which.
+
+    /// <summary>The user-facing name of a dtype (float64, float32, float16, bfloat16).</summary>
+    public static string DTypeName(DType t) => t switch
+    {
+        DType.F64 => "float64",
+        DType.F32 => "float32",
+        DType.F16 => "float16",
+        DType.BF16 => "bfloat16",
+        _ => t.ToString(),
+    };
+
+    /// <summary>Parses a --dtype value; null for "same" (when <paramref name="same"/> allows it).</summary>
+    public static DType? ParseDType(string value, IReadOnlyList<DType> allowed, bool same = false, string option = "--dtype")
+    {
+        string choices = string.Join(", ", (same ? ["same"] : Array.Empty<string>()).Concat(allowed.Select(DTypeName)));
+        string v = value.Trim();
+        if (same && v.Equals("same", StringComparison.OrdinalIgnoreCase)) return null;
+        DType d;
+        try
+        {
+            d = DTypes.ParseUser(v);
+        }
+        catch (ArgumentException)
+        {
+            throw new ArgumentException($"{option}: '{value}' is not a dtype; use one of {choices}");
+        }
+        if (!allowed.Contains(d)) throw new ArgumentException($"{option}: {DTypeName(d)} is not possible here; use one of {choices}");
+        return d;
+    }
+
+    /// <summary>--dtype for commands that compute in float64 or float32.</summary>
     public static Option<string> DTypeOption(string dflt = "float64") => new("--dtype")
     {
-        Description = "Compute dtype: float64 or float32.",
+        Description = "Compute dtype: float64 or float32 (F64/F32 accepted too).",
         DefaultValueFactory = _ => dflt,
     };
 
-    public static torch.ScalarType ParseComputeDType(string s) => s.Trim().ToLowerInvariant() switch
-    {
-        "float64" or "f64" or "double" => torch.ScalarType.Float64,
-        "float32" or "f32" or "float" => torch.ScalarType.Float32,
-        _ => throw new ArgumentException($"--dtype: '{s}' is not float64 or float32"),
-    };
+    public static torch.ScalarType ParseComputeDType(string s) => ParseDType(s, [DType.F64, DType.F32])!.Value.ToScalarType();
 
     public static double Eps(torch.ScalarType t) => t == torch.ScalarType.Float64 ? Math.Pow(2, -52) : Math.Pow(2, -23);
+
+    /// <summary>--allow-nonfinite: the explicit way past <see cref="FiniteWeights"/>.</summary>
+    public static Option<bool> AllowNonFiniteOption(string what = "Run") => new(FiniteWeights.AllowOption)
+    {
+        Description = $"{what} even when a weight is NaN or infinite (by default such a checkpoint is refused, naming the file and tensor).",
+    };
 
     /// <summary>Runs a command body: known errors become one line on stderr and exit code 2, never a stack trace.</summary>
     public static int Run(Func<int> body)
@@ -60,18 +99,31 @@ public static class CliCommon
     /// <summary>Opens MODEL with a one-line status on stderr.</summary>
     public static Gpt2Checkpoint OpenModel(string? path) => Gpt2Checkpoint.Open(path);
 
-    /// <summary>Loads the full model, with a progress bar when stderr is a terminal and the load is large.</summary>
-    public static Gpt2Model LoadModel(Gpt2Checkpoint ck, torch.ScalarType dtype)
+    /// <summary>
+    /// Loads the full model, with a progress bar when stderr is a terminal and the load is large, and refuses NaN or
+    /// infinite weights by name unless <paramref name="allowNonFinite"/>.
+    /// </summary>
+    public static Gpt2Model LoadModel(Gpt2Checkpoint ck, torch.ScalarType dtype, bool allowNonFinite = false)
     {
         long bytes = ck.Store.TotalBytes;
-        if (bytes < 200_000_000 || Console.IsErrorRedirected) return Gpt2Model.Load(ck, dtype, ComputeDevice.Default);
         Gpt2Model? model = null;
-        Progress().Start(ctx =>
+        if (bytes < 200_000_000 || Console.IsErrorRedirected) model = Gpt2Model.Load(ck, dtype, ComputeDevice.Default);
+        else
+            Progress().Start(ctx =>
+            {
+                var task = ctx.AddTask($"loading {Path.GetFileName(ck.Directory)}", maxValue: 1.0);
+                model = Gpt2Model.Load(ck, dtype, ComputeDevice.Default, progress: new Progress<(long Done, long Total)>(p => task.Value = (double)p.Done / Math.Max(1, p.Total)));
+                task.Value = 1.0;
+            });
+        try
         {
-            var task = ctx.AddTask($"loading {Path.GetFileName(ck.Directory)}", maxValue: 1.0);
-            model = Gpt2Model.Load(ck, dtype, ComputeDevice.Default, progress: new Progress<(long Done, long Total)>(p => task.Value = (double)p.Done / Math.Max(1, p.Total)));
-            task.Value = 1.0;
-        });
+            if (!allowNonFinite) FiniteWeights.RequireModel(ck, model!);
+        }
+        catch
+        {
+            model!.Dispose();
+            throw;
+        }
         return model!;
     }
 
@@ -83,14 +135,4 @@ public static class CliCommon
 
     public static IAnsiConsole StdErr => AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
 
-    public static int[] Tokens(string? text, string? tokenList, int vocab)
-    {
-        if (text is not null && tokenList is not null) throw new ArgumentException("give --text or --tokens, not both");
-        if (tokenList is not null) return Gpt2Tokenizer.ParseTokenList(tokenList, vocab);
-        var ids = Gpt2Tokenizer.Encode(text ?? Gpt2Tokenizer.BuiltInText);
-        if (ids.Length == 0) throw new ArgumentException("--text: the text encodes to no tokens");
-        foreach (int id in ids)
-            if (id >= vocab) throw new ArgumentException($"--text: token {id} is outside this model's vocabulary of {vocab}");
-        return ids;
-    }
 }

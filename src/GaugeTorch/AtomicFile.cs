@@ -1,6 +1,9 @@
 namespace GaugeTorch;
 
-/// <summary>Small files written atomically: a temporary file beside the target, then a rename.</summary>
+/// <summary>
+/// Small files written atomically: a registered temporary beside the target (<see cref="TempFiles"/>), then a rename.
+/// The target's directory must exist: outputs never create missing parents on their own.
+/// </summary>
 public static class AtomicFile
 {
     public static void WriteAllText(string path, string text, IEnumerable<string>? protectedPaths = null) =>
@@ -10,21 +13,20 @@ public static class AtomicFile
     {
         string full = Path.GetFullPath(path);
         OutputGuard.RefuseToOverwrite(full, protectedPaths);
-        string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, "." + Path.GetFileName(full) + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
+        string tmp = TempFiles.NewPath(full);
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
             {
+                TestHooks.Pause();
                 fs.Write(bytes);
                 fs.Flush(flushToDisk: true);
             }
-            File.Move(tmp, full, overwrite: true);
+            TempFiles.Commit(tmp, full, overwrite: true);
         }
         catch
         {
-            try { File.Delete(tmp); } catch (IOException) { }
+            TempFiles.Delete(tmp);
             throw;
         }
     }
@@ -35,17 +37,15 @@ public static class AtomicFile
         string full = Path.GetFullPath(destination);
         OutputGuard.RefuseToOverwrite(full, protectedPaths);
         OutputGuard.RefuseToOverwrite(full, [source]);
-        string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, "." + Path.GetFileName(full) + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
+        string tmp = TempFiles.NewPath(full);
         try
         {
             File.Copy(source, tmp);
-            File.Move(tmp, full, overwrite: true);
+            TempFiles.Commit(tmp, full, overwrite: true);
         }
         catch
         {
-            try { File.Delete(tmp); } catch (IOException) { }
+            TempFiles.Delete(tmp);
             throw;
         }
     }

@@ -8,9 +8,18 @@ using TorchSharp;
 //   load    MODEL DTYPE            time of Gpt2Checkpoint.Open + Gpt2Model.Load, and the process's peak RSS (VmHWM)
 //   forward MODEL DTYPE T REPS     forward time for T tokens (best and median of REPS after one warm-up) and GFLOP/s
 //   matmul  DTYPE M K N REPS       a plain TorchSharp matmul [M,K]·[K,N] for comparison
+//   generate MODEL DTYPE PROMPT [PAIRS]  greedy generation with the KV cache (Gpt2Model.GenerateGreedy, the code behind
+//                                  'gaugetorch generate') from PROMPT random tokens to the full context: time of every
+//                                  token by position, VmHWM before and after; then PAIRS (20) interleaved single steps
+//                                  at the second and at the last position
+//   steps MODEL DTYPE PAIRS        only the interleaved steps
 
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 if (args.Length < 1) return Usage();
+// generate/steps measure what 'gaugetorch generate' does, so they run with the CLI's native settings (passive OpenMP
+// waiting, glibc keeping freed blocks), applied before libtorch loads. Without them, on this shared 2-core host, a
+// single step took 373 ms instead of the CLI's 80 ms average. The older modes keep the settings they were measured with.
+if (args[0] is "generate" or "steps") GaugeTorch.NativeRuntimeTuning.TuneForStreaming();
 try
 {
     return args[0] switch
@@ -18,6 +27,8 @@ try
         "load" when args.Length == 3 => Load(args[1], Dtype(args[2])),
         "forward" when args.Length == 5 => Forward(args[1], Dtype(args[2]), int.Parse(args[3]), int.Parse(args[4])),
         "matmul" when args.Length == 6 => Matmul(Dtype(args[1]), long.Parse(args[2]), long.Parse(args[3]), long.Parse(args[4]), int.Parse(args[5])),
+        "generate" when args.Length is 4 or 5 => Generate(args[1], Dtype(args[2]), int.Parse(args[3]), args.Length == 5 ? int.Parse(args[4]) : 20, full: true),
+        "steps" when args.Length == 4 => Generate(args[1], Dtype(args[2]), 1, int.Parse(args[3]), full: false),
         _ => Usage(),
     };
 }
@@ -29,7 +40,7 @@ catch (Exception e) when (e is ArgumentException or IOException or FormatExcepti
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: gaugetorch-bench load MODEL float32|float64 | forward MODEL DTYPE T REPS | matmul DTYPE M K N REPS");
+    Console.Error.WriteLine("usage: gaugetorch-bench load MODEL float32|float64 | forward MODEL DTYPE T REPS | matmul DTYPE M K N REPS | generate MODEL DTYPE PROMPT");
     return 2;
 }
 
@@ -113,5 +124,80 @@ static int Matmul(torch.ScalarType dtype, long m, long k, long n, int reps)
     var (best, median) = Time(reps, () => torch.matmul(a, b).Dispose());
     double flops = 2.0 * m * k * n;
     Emit(new { mode = "matmul", dtype = dtype.ToString(), m, k, n, reps, best_s = best, median_s = median, gflops_best = flops / best / 1e9, threads = torch.get_num_threads() });
+    return 0;
+}
+
+/// <summary>
+/// Per-token cost of cached generation. The first token includes the prompt's prefill, so it is reported apart. Each
+/// later token at position p costs the weights (constant: 2·(L·(4d² + 2dF) + Vd) flop) plus attention over p cached
+/// positions (4·L·d·p flop: QKᵀ and A·V), so the attention share at p = 1,024 bounds how much a token may slow down.
+/// </summary>
+static int Generate(string path, torch.ScalarType dtype, int promptLength, int pairs, bool full)
+{
+    using var ck = Gpt2Checkpoint.Open(path);
+    long before = VmHwm();
+    using var m = Gpt2Model.Load(ck, dtype);
+    long loaded = VmHwm();
+    var c = ck.Config;
+    var rng = new Random(1);
+    int[] prompt = Enumerable.Range(0, promptLength).Select(_ => rng.Next(c.VocabSize)).ToArray();
+    var times = new List<double>();
+    var sw = Stopwatch.StartNew();
+    double last = 0;
+    foreach (int _ in m.GenerateGreedy(prompt, full ? c.NPositions : 2))
+    {
+        double now = sw.Elapsed.TotalSeconds;
+        times.Add(now - last);
+        last = now;
+    }
+    // Token i (0-based) is chosen after feeding position promptLength + i - 1 (i ≥ 1): its attention spans that many + 1.
+    double Mean(int from, int to) => times.Skip(from).Take(to - from).Average();
+    int n = times.Count;
+    var buckets = new List<object>();
+    for (int b = 1; b < n; b += 64)
+    {
+        int e = Math.Min(n, b + 64);
+        buckets.Add(new { first_position = promptLength + b - 1, last_position = promptLength + e - 2, mean_ms = 1000 * Mean(b, e) });
+    }
+    // Interleaved, to cancel this shared machine's drift: one step at the second position, one at the last,
+    // alternately, on two caches rewound after each step (KvCache.Truncate).
+    using var shortCache = m.NewCache();
+    using var longCache = m.NewCache();
+    using (var p0 = torch.tensor(new long[] { prompt[0] }))
+        m.NextLogits(p0, shortCache).Dispose();
+    using (var pl = torch.tensor(Enumerable.Range(0, c.NPositions - 1).Select(_ => (long)rng.Next(c.VocabSize)).ToArray()))
+        m.NextLogits(pl, longCache).Dispose();
+    var shortMs = new List<double>();
+    var longMs = new List<double>();
+    using var next = torch.tensor(new long[] { 464 });
+    for (int r = 0; r <= pairs; r++)
+    {
+        foreach (var (cache, list) in new[] { (shortCache, shortMs), (longCache, longMs) })
+        {
+            int at = cache.Length;
+            var t0 = Stopwatch.GetTimestamp();
+            m.NextLogits(next, cache).Dispose();
+            list.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            cache.Truncate(at);
+        }
+    }
+    shortMs.RemoveAt(0); // warm-up pair
+    longMs.RemoveAt(0);
+    var ratios = shortMs.Zip(longMs, (a, b) => b / a).Order().ToList();
+    double d = c.NEmbd, f = c.NInner, v = c.VocabSize, l = c.NLayer;
+    double weightFlop = 2 * (l * (4 * d * d + 2 * d * f) + v * d);
+    double attentionFlopAtEnd = 4 * l * d * (c.NPositions - 1);
+    Emit(new
+    {
+        mode = "generate", dtype = dtype.ToString(), prompt = promptLength, generated = n, positions = c.NPositions,
+        total_s = sw.Elapsed.TotalSeconds, first_token_ms = 1000 * times[0],
+        early_mean_ms = 1000 * Mean(1, Math.Min(n, 65)), late_mean_ms = 1000 * Mean(Math.Max(1, n - 64), n),
+        attention_share_at_end = attentionFlopAtEnd / (weightFlop + attentionFlopAtEnd),
+        interleaved_pairs = ratios.Count, step_at_position_1_median_ms = shortMs.Order().ElementAt(shortMs.Count / 2),
+        step_at_last_position_median_ms = longMs.Order().ElementAt(longMs.Count / 2),
+        last_over_first_ratio_median = ratios[ratios.Count / 2], last_over_first_ratio_min = ratios[0], last_over_first_ratio_max = ratios[^1],
+        buckets, file_bytes = ck.Store.TotalBytes,
+        vm_hwm_before_load_bytes = before, vm_hwm_after_load_bytes = loaded, vm_hwm_bytes = VmHwm(), threads = torch.get_num_threads(),
+    });
     return 0;
 }

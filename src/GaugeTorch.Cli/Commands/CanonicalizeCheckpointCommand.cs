@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Diagnostics;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using GaugeTorch.Gauge.Canonical;
 using GaugeTorch.Gpt2;
@@ -14,31 +13,30 @@ public static class CanonicalizeCheckpointCommand
     public static Command Create()
     {
         var model = CliCommon.ModelArgument();
-        var output = new Option<string>("--out") { Description = "Output directory (must not exist or be empty; never the input's directory).", Required = true };
-        var form = new Option<string>("--form") { Description = "full: GAUGE.md §5, unique on the whole catalog; paper: the papers' weaker form (families 1–3).", DefaultValueFactory = _ => "full" };
+        var output = new Option<string>("--out") { Description = "Output directory (must not exist or be empty; never the input's directory; its parent must exist).", Required = true };
+        var form = new Option<string>("--form") { Description = "full: the canonical form of docs/canonical-form.md, unique on the whole catalog; paper: the papers' weaker form (families 1–3).", DefaultValueFactory = _ => "full" };
         var dtype = new Option<string>("--dtype") { Description = "Output dtype: same (the input's storage dtype) or float64.", DefaultValueFactory = _ => "same" };
-        var json = new Option<string?>("--json") { Description = "Also write the report as JSON to this file." };
-        var checkTokens = new Option<int?>("--check-tokens") { Description = "Measure the export's logits error on the first N tokens of the built-in text (default: all of it, up to the model's positions; 0 skips the check, which costs two float64 forward passes)." };
+        var json = JsonOutput.Option("the report");
+        var text = new TextInput();
+        var checkTokens = new Option<int?>("--check-tokens") { Description = "Measure the export's logits error on the first N tokens of the text (default: all of it, up to the model's positions; 0 skips the check, which costs two float64 forward passes)." };
         var cmd = new Command("canonicalize-checkpoint", "Write the gauge-canonical form of a checkpoint as a standard HuggingFace GPT-2 directory, streaming layer by layer.")
             { model, output, form, dtype, json, checkTokens };
+        foreach (var o in text.Options) cmd.Options.Add(o);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             var kind = CanonicalFormKinds.Parse(r.GetValue(form)!);
-            bool f64 = r.GetValue(dtype)!.Trim().ToLowerInvariant() switch
-            {
-                "same" => false,
-                "float64" or "f64" => true,
-                var s => throw new ArgumentException($"--dtype: '{s}' is not 'same' or 'float64'"),
-            };
+            bool f64 = CliCommon.ParseDType(r.GetValue(dtype)!, [DType.F64], same: true) is not null;
             string outDir = r.GetValue(output)!;
             string? jsonPath = r.GetValue(json);
-            using var ck = CliCommon.OpenModel(r.GetValue(model));
-            if (jsonPath is not null) OutputGuard.RefuseToOverwrite(jsonPath, ck.InputFiles);
-            var c = ck.Config;
             int? nCheck = r.GetValue(checkTokens);
             if (nCheck < 0) throw new ArgumentException($"--check-tokens: {nCheck} is negative");
-            // Token ids beyond a small test model's vocabulary are folded into it (ids mod V).
-            var tokens = Gpt2Tokenizer.Encode(Gpt2Tokenizer.BuiltInText).Take(Math.Min(c.NPositions, nCheck ?? int.MaxValue)).Select(t => t % c.VocabSize).ToArray();
+            using var ck = CliCommon.OpenModel(r.GetValue(model));
+            OutputPaths.Directory("--out", outDir, ck.Directory, ck.InputFiles);
+            OutputPaths.File("--json", jsonPath, ck.InputFiles, stdoutAllowed: true);
+            var c = ck.Config;
+            // The built-in text's ids are folded into a small test model's vocabulary (id mod V), and the report says so.
+            var input = text.Resolve(r, c.VocabSize).Take(Math.Min(c.NPositions, nCheck ?? int.MaxValue));
+            var tokens = input.Ids;
             var sw = Stopwatch.StartNew();
             CanonicalReport report = null!;
             var options = new CanonicalizeOptions { Form = kind, Float64Output = f64, Tokens = tokens };
@@ -60,12 +58,14 @@ public static class CanonicalizeCheckpointCommand
             var outType = f64 ? DType.F64 : ck.StorageDType;
             double eps = Eps(outType);
             var o = ToJson(ck, Path.GetFullPath(outDir), report, outType, eps, tokens.Length, seconds);
-            if (jsonPath is not null) AtomicFile.WriteAllText(jsonPath, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }), ck.InputFiles);
+            if (tokens.Length > 0) o["text"] = input.Description;
+            if (jsonPath is not null) JsonOutput.Write(jsonPath, o, ck.InputFiles);
+            if (OutputPaths.IsStdout(jsonPath)) return ExitCodes.Ok;
 
             var t = new Table().Title($"canonicalize-checkpoint ({kind.Name()} form)").AddColumn("quantity").AddColumn(new TableColumn("value").RightAligned());
             t.AddRow("output", Markup.Escape(Path.GetFullPath(outDir)));
             t.AddRow("output dtype", outType.ToString());
-            t.AddRow($"logits error of the export ({outType} rounding; {tokens.Length} tokens of the built-in text, row-centred, float64)",
+            t.AddRow($"logits error of the export ({outType} rounding; {Markup.Escape(tokens.Length > 0 ? input.Description : "no tokens")}, row-centred, float64)",
                 report.StorageLogitsError is double se ? $"{se:E2} ({se / eps:F1} ε_{outType})" : "not measured (--check-tokens 0)");
             t.AddRow("near-degenerate singular values (gap < 1e-8)", $"{report.NearDegenerate} (QK {report.QkNearDegenerate}, VO {report.VoNearDegenerate})");
             t.AddRow("near-tied heads / MLP units", $"{report.NearTiedHeads} / {report.NearTiedUnits}");

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using GaugeTorch.Gauge.Canonical;
 using GaugeTorch.Gpt2;
@@ -25,14 +24,16 @@ public static class CompareCommand
     {
         var a = new Argument<string>("A") { Description = "First model directory (or .safetensors file with config.json beside it)." };
         var b = new Argument<string>("B") { Description = "Second model directory." };
-        var json = new Option<bool>("--json") { Description = "Print JSON instead of tables." };
-        var tol = new Option<double?>("--tolerance") { Description = "Largest relative distance still called equivalent. Default: 1e-9 when both inputs are F64, 1e-4 when the coarser is F32, 5e-2 for F16/BF16." };
+        var json = JsonOutput.Option("the comparison");
+        var tol = new Option<double?>("--tolerance") { Description = "Largest relative Frobenius distance ‖A − B‖ / ‖A‖ between the canonical forms still called equivalent (a plain ratio, not in ε). Default: 1e-9 when both inputs are F64, 1e-4 when the coarser is F32, 5e-2 for F16/BF16." };
         var cmd = new Command("compare", "Decide whether two checkpoints are the same function up to gauge: canonicalize both (float64, layer by layer) and report distances per layer and head, with gauge-invariant head fingerprints. Exit 0: equivalent; 1: not; 2: error.")
             { a, b, json, tol };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             using var ca = CliCommon.OpenModel(r.GetValue(a));
             using var cb = CliCommon.OpenModel(r.GetValue(b));
+            string? jsonPath = r.GetValue(json);
+            OutputPaths.File("--json", jsonPath, ca.InputFiles.Concat(cb.InputFiles), stdoutAllowed: true);
             double tolerance = r.GetValue(tol) ?? DefaultTolerance(ca.StorageDType, cb.StorageDType);
             if (!(tolerance >= 0)) throw new ArgumentException($"--tolerance: {tolerance} is not a non-negative number");
             ComparisonResult res = null!;
@@ -46,10 +47,10 @@ public static class CompareCommand
                     task.Value = total;
                 });
             bool equivalent = res.Largest <= tolerance;
-            if (r.GetValue(json))
+            if (jsonPath is not null)
             {
-                Console.WriteLine(ToJson(ca, cb, res, tolerance, equivalent).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-                return equivalent ? ExitCodes.Ok : ExitCodes.CheckFailed;
+                JsonOutput.Write(jsonPath, ToJson(ca, cb, res, tolerance, equivalent), ca.InputFiles.Concat(cb.InputFiles));
+                if (OutputPaths.IsStdout(jsonPath)) return equivalent ? ExitCodes.Ok : ExitCodes.CheckFailed;
             }
             var lt = new Table().Title("distance per layer (relative Frobenius, canonical forms)").AddColumn("layer")
                 .AddColumn(new TableColumn("largest").RightAligned()).AddColumn(new TableColumn("worst head").RightAligned())

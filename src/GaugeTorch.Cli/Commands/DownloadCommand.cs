@@ -14,9 +14,13 @@ public static class DownloadCommand
             Description = "A model name from the lock (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or a hub repo id (owner/name).",
         };
         var revision = new Option<string?>("--revision") { Description = "Branch, tag or commit to download. Default: the lock's pinned commit, else main." };
-        var dir = new Option<string>("--dir") { Description = "Parent folder; the model lands in DIR/NAME.", DefaultValueFactory = _ => "models" };
-        var updateLock = new Option<bool>("--update-lock") { Description = "Record the downloaded revision and every file's size and sha256 in the lock file." };
-        var lockPath = new Option<string?>("--lock") { Description = $"Lock file. Default: ./{ModelLock.DefaultFileName} when it exists (created by --update-lock)." };
+        var dir = new Option<string>("--dir") { Description = "Parent folder; the model lands in DIR/NAME (DIR is created if missing, and the output says so).", DefaultValueFactory = _ => "models" };
+        var updateLock = new Option<bool>("--update-lock") { Description = "Record the downloaded revision and every file's size and sha256 in the --lock file (created if missing)." };
+        var lockPath = new Option<string?>("--lock")
+        {
+            Description = $"Lock file to pin and verify against. Default: the {ModelLock.DefaultFileName} built into gaugetorch (the repository's at build time), " +
+                          "the same from any working directory.",
+        };
         var cmd = new Command("download",
             "Download a GPT-2 checkpoint from the HuggingFace hub (HF_ENDPOINT, HF_TOKEN) into DIR/NAME: config.json, safetensors weights " +
             "and tokenizer files, resumable, sha256-verified against models.lock.json and the hub before anything is placed.")
@@ -26,10 +30,18 @@ public static class DownloadCommand
             string nameArg = r.GetValue(model)!.Trim();
             bool update = r.GetValue(updateLock);
             string? explicitLock = r.GetValue(lockPath);
-            string lockFile = Path.GetFullPath(explicitLock ?? ModelLock.DefaultFileName);
-            ModelLock? lk = null;
-            if (File.Exists(lockFile)) lk = ModelLock.Load(lockFile);
-            else if (explicitLock is not null && !update) throw new FileNotFoundException($"--lock: {lockFile} not found (use --update-lock to create it)");
+            if (update && explicitLock is null)
+                throw new ArgumentException($"--update-lock needs --lock FILE: the built-in lock cannot be changed (in the repository: --lock {ModelLock.DefaultFileName})");
+            string? lockFile = explicitLock is null ? null : Path.GetFullPath(explicitLock);
+            ModelLock? lk;
+            if (lockFile is null) lk = ModelLock.BuiltIn();
+            else if (File.Exists(lockFile)) lk = ModelLock.Load(lockFile);
+            else if (!update) throw new FileNotFoundException($"--lock: {lockFile} not found (use --update-lock to create it)");
+            else
+            {
+                OutputPaths.File("--lock", lockFile);
+                lk = null;
+            }
 
             var entry = lk?.Find(nameArg);
             string repo, name;
@@ -47,12 +59,29 @@ public static class DownloadCommand
             }
             HubClient.ValidateRepoId(repo);
             string? rev = r.GetValue(revision);
+            // Which lock pins what: said before anything is fetched (the lock used to be read only from ./, silently).
+            string lockName = lk?.Path ?? $"{lockFile} (new)";
+            string pin = rev is not null ? $"--revision {rev} (given; the lock's pin {(entry?.Revision ?? "none")} is not used)"
+                : update ? $"{entry?.Revision ?? "main"} (--update-lock: the hub's files are recorded, not checked against the lock)"
+                : entry?.Revision is string pinned ? $"{pinned} (pinned by the lock)"
+                : entry is not null ? "main (the lock names the model but pins no revision yet)"
+                : "main (not in the lock: nothing pinned)";
+            Console.Error.WriteLine($"lock: {lockName}; {repo} at {pin}");
+            string parentDir = Path.GetFullPath(r.GetValue(dir)!);
+            if (File.Exists(parentDir)) throw new IOException($"--dir: {parentDir} is a file");
+            if (!Directory.Exists(parentDir))
+            {
+                OutputPaths.Directory("--dir", parentDir); // its own parent must exist and be writable
+                Directory.CreateDirectory(parentDir);
+                Console.Error.WriteLine($"created {parentDir} (--dir)");
+            }
 
             var hubOptions = (options ?? HubOptions.FromEnvironment)();
             using var client = new HubClient(hubOptions);
-            using var cts = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
-            Console.CancelKeyPress += onCancel;
+            // SIGINT/SIGTERM (SignalCleanup) exit at once; the partial download is resume state, kept on purpose.
+            string staging = Downloader.StagingDirectory(Path.Combine(parentDir, name));
+            SignalCleanup.KeptNote = () => Directory.Exists(staging) && Directory.EnumerateFileSystemEntries(staging).Any()
+                ? $"the partial download in {staging} is kept and the next run resumes from it" : null;
             DownloadResult result;
             try
             {
@@ -60,15 +89,15 @@ public static class DownloadCommand
                 // the locked hashes are not enforced but compared below.
                 var request = new DownloadRequest
                 {
-                    Repo = repo, Name = name, Directory = r.GetValue(dir)!,
+                    Repo = repo, Name = name, Directory = parentDir,
                     Revision = rev ?? (update ? entry?.Revision : null),
                     Lock = update ? null : entry,
                 };
-                result = RunWithProgress(client, request, cts.Token);
+                result = RunWithProgress(client, request, CancellationToken.None);
             }
             finally
             {
-                Console.CancelKeyPress -= onCancel;
+                SignalCleanup.KeptNote = null;
             }
 
             var table = new Table().Border(TableBorder.Rounded).Title($"{result.Repo} @ {result.Commit}")
@@ -93,12 +122,13 @@ public static class DownloadCommand
                         if (entry.Files.TryGetValue(f.Name, out var old) && ((old.Sha256 is not null && old.Sha256 != f.Sha256) || (old.Size is not null && old.Size != f.Size)))
                             Console.Error.WriteLine($"{f.Name}: the lock had {old.Size?.ToString() ?? "?"} bytes, sha256 {old.Sha256 ?? "null"}; " +
                                                     $"the hub served {f.Size} bytes, sha256 {f.Sha256} at {result.Commit} (replaced)");
-                lk ??= ModelLock.Empty(lockFile);
+                lk ??= ModelLock.Empty(lockFile!);
                 lk.Update(name, repo, result.Commit, result.Files, DateTimeOffset.UtcNow);
                 lk.Save();
                 Console.Error.WriteLine($"updated {lockFile}: {name} = {repo} @ {result.Commit}, {result.Files.Count} files");
             }
-            Console.Error.WriteLine($"model ready in {result.TargetDirectory} (use it as MODEL, e.g. gaugetorch inspect {Path.GetRelativePath(Environment.CurrentDirectory, result.TargetDirectory)})");
+            Console.Error.WriteLine($"model ready in {result.TargetDirectory}: {result.Repo} @ {result.Commit}, {(entry?.Revision is not null && !update && rev is null ? $"pinned by {lk!.Path}" : "not pinned by a lock")} " +
+                                    $"(use it as MODEL, e.g. gaugetorch inspect {Path.GetRelativePath(Environment.CurrentDirectory, result.TargetDirectory)})");
             return ExitCodes.Ok;
         }));
         return cmd;

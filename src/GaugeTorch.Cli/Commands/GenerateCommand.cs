@@ -1,6 +1,5 @@
 using System.CommandLine;
 using GaugeTorch.Gpt2;
-using TorchSharp;
 
 namespace GaugeTorch.Cli.Commands;
 
@@ -9,28 +8,50 @@ public static class GenerateCommand
     public static Command Create()
     {
         var model = CliCommon.ModelArgument();
-        var prompt = new Option<string>("--prompt") { Description = "Prompt text.", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "How many tokens to add (greedy).", DefaultValueFactory = _ => 40 };
+        var text = new TextInput(required: true, "--prompt");
+        var maxNew = new Option<int>("--max-new-tokens")
+        {
+            Description = "How many tokens to add (greedy). Generation stops earlier, with a message, when prompt and new tokens fill the model's n_positions.",
+            DefaultValueFactory = _ => 40,
+        };
         var dtype = CliCommon.DTypeOption("float32");
-        var cmd = new Command("generate", "Greedy continuation of a prompt, printed as text.") { model, prompt, maxNew, dtype };
+        var allowNonFinite = CliCommon.AllowNonFiniteOption();
+        var cmd = new Command("generate",
+            "Greedy continuation of a prompt, streamed to stdout token by token. Uses a key/value cache: each new token costs one position, " +
+            "and memory stays at the model plus the cache (75 MB for gpt2 at 1,024 positions in float32).")
+            { model, maxNew, dtype, allowNonFinite };
+        foreach (var o in text.Options) cmd.Options.Add(o);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             int n = r.GetValue(maxNew);
-            if (n < 0) throw new ArgumentException("--max-new-tokens must be non-negative");
+            if (n < 0) throw new ArgumentException($"--max-new-tokens: {n} is negative");
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
             using var ck = CliCommon.OpenModel(r.GetValue(model));
-            var ids = CliCommon.Tokens(r.GetValue(prompt), null, ck.Config.VocabSize).ToList();
-            using var m = CliCommon.LoadModel(ck, dt);
-            var generated = new List<int>();
-            for (int i = 0; i < n; i++)
+            var c = ck.Config;
+            var prompt = text.Resolve(r, c.VocabSize);
+            if (prompt.Ids.Length > c.NPositions)
+                throw new ArgumentException($"the prompt's {prompt.Ids.Length} tokens exceed the model's context of {c.NPositions} positions");
+            using var m = CliCommon.LoadModel(ck, dt, r.GetValue(allowNonFinite));
+            var stdout = Console.Out;
+            stdout.Write(prompt.Text ?? Gpt2Tokenizer.Decode(prompt.Ids));
+            stdout.Flush();
+            var decoder = new Gpt2Tokenizer.StreamingDecoder();
+            int produced = 0;
+            foreach (int token in m.GenerateGreedy(prompt.Ids, n))
             {
-                var window = ids.Skip(Math.Max(0, ids.Count - ck.Config.NPositions)).ToList();
-                using var logits = m.Logits(window);
-                int next = (int)logits[-1].argmax().item<long>();
-                ids.Add(next);
-                generated.Add(next);
+                produced++;
+                string piece = decoder.Add(token);
+                if (piece.Length > 0)
+                {
+                    stdout.Write(piece);
+                    stdout.Flush(); // stream: each token appears as it is chosen
+                }
             }
-            Console.WriteLine(r.GetValue(prompt) + Gpt2Tokenizer.Decode(generated));
+            stdout.WriteLine(decoder.Flush());
+            stdout.Flush();
+            if (produced < n)
+                Console.Error.WriteLine($"generate: stopped after {produced} of {n} new tokens: the prompt ({prompt.Ids.Length} tokens) and the new tokens " +
+                                        $"fill the model's context of {c.NPositions} positions");
             return ExitCodes.Ok;
         }));
         return cmd;

@@ -9,22 +9,23 @@ public static class MakeCheckpointCommand
     public static Command Create()
     {
         var preset = new Option<string>("--preset") { Description = "gpt2, gpt2-medium, gpt2-large, gpt2-xl (exact shapes) or tiny.", DefaultValueFactory = _ => "tiny" };
-        var output = new Option<string>("--out") { Description = "Output directory (config.json + safetensors).", Required = true };
+        var output = new Option<string>("--out") { Description = "Output directory (config.json + safetensors); must not exist or be empty unless --force; its parent must exist.", Required = true };
+        var force = new Option<bool>("--force") { Description = "Replace a non-empty --out directory (the whole directory, after the new checkpoint is complete)." };
         var seed = new Option<long>("--seed") { Description = "Random seed; the same seed gives the same bytes.", DefaultValueFactory = _ => 0 };
-        var dtype = new Option<string>("--dtype") { Description = "Storage dtype: F32, F16, BF16 or F64.", DefaultValueFactory = _ => "F32" };
+        var dtype = new Option<string>("--dtype") { Description = "Storage dtype: float32, float16, bfloat16 or float64 (F32, F16, BF16, F64 accepted too).", DefaultValueFactory = _ => "float32" };
         var layers = new Option<int?>("--layers") { Description = "Override n_layer." };
         var embd = new Option<int?>("--embd") { Description = "Override n_embd." };
         var heads = new Option<int?>("--heads") { Description = "Override n_head." };
         var inner = new Option<int?>("--inner") { Description = "Override the MLP width n_inner (default 4·n_embd)." };
         var vocab = new Option<int?>("--vocab") { Description = "Override vocab_size." };
         var positions = new Option<int?>("--positions") { Description = "Override n_positions." };
-        var shards = new Option<int>("--shards") { Description = "Number of safetensors shards (an index is written when > 1).", DefaultValueFactory = _ => 1 };
+        var shards = new Option<int>("--shards") { Description = "Number of safetensors shards, exactly (an index is written when > 1; at most one per tensor).", DefaultValueFactory = _ => 1 };
         var prefix = new Option<bool>("--prefix") { Description = "Store keys with the 'transformer.' prefix." };
         var buffers = new Option<bool>("--buffers") { Description = "Store the attn.bias / attn.masked_bias mask buffers." };
         var untied = new Option<bool>("--untied") { Description = "Store an lm_head.weight different from wte." };
         var cmd = new Command("make-checkpoint", "Write a random GPT-2 checkpoint in the exact HuggingFace layout (for tests and benchmarks).")
         {
-            preset, output, seed, dtype, layers, embd, heads, inner, vocab, positions, shards, prefix, buffers, untied,
+            preset, output, force, seed, dtype, layers, embd, heads, inner, vocab, positions, shards, prefix, buffers, untied,
         };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
@@ -42,10 +43,12 @@ public static class MakeCheckpointCommand
             };
             var opts = new MakeCheckpointOptions
             {
-                Seed = r.GetValue(seed), DType = DTypes.ParseUser(r.GetValue(dtype)!), Shards = r.GetValue(shards),
-                Prefix = r.GetValue(prefix), MaskBuffers = r.GetValue(buffers), Untied = r.GetValue(untied),
+                Seed = r.GetValue(seed), DType = CliCommon.ParseDType(r.GetValue(dtype)!, [DType.F32, DType.F16, DType.BF16, DType.F64])!.Value,
+                Shards = r.GetValue(shards), Prefix = r.GetValue(prefix), MaskBuffers = r.GetValue(buffers), Untied = r.GetValue(untied), Force = r.GetValue(force),
             };
+            if (opts.Shards < 1) throw new ArgumentException($"--shards: {opts.Shards} is less than 1");
             string dir = r.GetValue(output)!;
+            OutputPaths.Directory("--out", dir, force: opts.Force, notEmptyHint: "choose another directory, or --force to replace it");
             long bytes = cfg.ParameterCount(!opts.Untied) * opts.DType.Size();
             if (bytes > 200_000_000 && !Console.IsErrorRedirected)
             {
@@ -57,7 +60,8 @@ public static class MakeCheckpointCommand
                 });
             }
             else CheckpointMaker.Make(cfg, dir, opts);
-            Console.Error.WriteLine($"wrote {dir}: {cfg.NLayer} layers, d={cfg.NEmbd}, h={cfg.NHead}, F={cfg.NInner}, V={cfg.VocabSize}, {cfg.ParameterCount(!opts.Untied):N0} parameters, {opts.DType}");
+            Console.Error.WriteLine($"wrote {dir}: {cfg.NLayer} layers, d={cfg.NEmbd}, h={cfg.NHead}, F={cfg.NInner}, V={cfg.VocabSize}, {cfg.ParameterCount(!opts.Untied):N0} parameters, " +
+                                    $"{CliCommon.DTypeName(opts.DType)}{(opts.Shards > 1 ? $", {opts.Shards} shards" : "")}");
             return ExitCodes.Ok;
         }));
         return cmd;

@@ -25,56 +25,58 @@ public static class VerifyInvarianceCommand
     public static Command Create()
     {
         var model = CliCommon.ModelArgument();
-        var text = new Option<string?>("--text") { Description = "Text to tokenize (default: a built-in paragraph)." };
-        var textFile = new Option<string?>("--text-file") { Description = "Read the text from this file." };
-        var tokenList = new Option<string?>("--tokens") { Description = "Comma-separated token ids instead of text (for models with a small vocabulary)." };
+        var text = new TextInput();
         var transforms = new Option<int>("--transforms") { Description = "Random elements per family, per all-together group and per invalid control.", DefaultValueFactory = _ => 4 };
         var families = new Option<string>("--families") { Description = "all, paper, or a comma list of: " + string.Join(", ", GaugeCatalog.All.Select(f => f.CliName())), DefaultValueFactory = _ => "all" };
         var dtype = CliCommon.DTypeOption();
         var seed = new Option<long>("--seed") { Description = "Seed; the same seed samples the same elements.", DefaultValueFactory = _ => 0 };
-        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
+        var json = JsonOutput.Option();
         var plot = new Option<string?>("--plot") { Description = "Write an SVG histogram of log10 errors (valid vs invalid) to this file." };
-        var tolerance = new Option<double?>("--tolerance") { Description = $"Pass bound for valid families, in ε of the compute dtype (default {PaperToleranceEps} ε for families 1–3, {ExtendedToleranceEps} ε for 4–10 and all together)." };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "Truncate the tokenized text to this many tokens (0 = the model's context).", DefaultValueFactory = _ => 0 };
+        var tolerance = new Option<double?>("--tolerance")
+        {
+            Description = $"Pass bound for the valid families, in units of ε, the machine epsilon of --dtype (2.2e-16 for float64, 1.2e-7 for float32): " +
+                          $"the largest relative error of the row-centred logits allowed is tolerance·ε. Default {PaperToleranceEps} for families 1–3, " +
+                          $"{ExtendedToleranceEps} for 4–10 and all together (docs/invariance.md).",
+        };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Use at most this many tokens of the text (0 = up to the model's context).", DefaultValueFactory = _ => 0 };
         var noControls = new Option<bool>("--no-controls") { Description = "Skip the invalid controls." };
+        var allowNonFinite = CliCommon.AllowNonFiniteOption();
         var cmd = new Command("verify-invariance",
             "Apply random gauge transformations (and invalid controls) and measure the relative error of the row-centred logits on text.\n" +
             "Streams the checkpoint layer by layer, so gpt2-xl fits in float64. Exit 0: all checks pass; 1: a check failed; 2: error.")
         {
-            model, text, textFile, tokenList, transforms, families, dtype, seed, json, plot, tolerance, maxTokens, noControls,
+            model, transforms, families, dtype, seed, json, plot, tolerance, maxTokens, noControls, allowNonFinite,
         };
+        foreach (var o in text.Options) cmd.Options.Add(o);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
             int n = r.GetValue(transforms);
-            if (n < 1) throw new ArgumentException("--transforms must be at least 1");
+            if (n < 1) throw new ArgumentException($"--transforms: {n} is less than 1");
             var fams = GaugeCatalog.Parse(r.GetValue(families)!);
             double? tolOpt = r.GetValue(tolerance);
-            if (tolOpt is <= 0) throw new ArgumentException("--tolerance must be positive");
-            string? textValue = r.GetValue(text);
-            string? file = r.GetValue(textFile);
-            if (textValue is not null && file is not null) throw new ArgumentException("give --text or --text-file, not both");
-            if (file is not null)
-            {
-                if (!File.Exists(file)) throw new FileNotFoundException($"--text-file: {file} not found");
-                textValue = File.ReadAllText(file);
-            }
+            if (tolOpt is not null && !(tolOpt > 0 && double.IsFinite(tolOpt.Value))) throw new ArgumentException($"--tolerance: {tolOpt} is not a positive number (units of ε)");
+            int maxTok = r.GetValue(maxTokens);
+            if (maxTok < 0) throw new ArgumentException($"--max-tokens: {maxTok} is negative (0 means up to the model's context)");
+            string? jsonPath = r.GetValue(json), plotPath = r.GetValue(plot);
             using var ck = CliCommon.OpenModel(r.GetValue(model));
-            var tokens = CliCommon.Tokens(textValue, r.GetValue(tokenList), ck.Config.VocabSize);
-            int cap = r.GetValue(maxTokens) > 0 ? Math.Min(r.GetValue(maxTokens), ck.Config.NPositions) : ck.Config.NPositions;
-            if (tokens.Length > cap) tokens = tokens[..cap];
+            // Every output is checked before the work: a read-only --json directory used to fail after PASSED.
+            OutputPaths.File("--json", jsonPath, ck.InputFiles, stdoutAllowed: true);
+            OutputPaths.File("--plot", plotPath, ck.InputFiles);
+            var input = text.Resolve(r, ck.Config.VocabSize).Take(maxTok > 0 ? Math.Min(maxTok, ck.Config.NPositions) : ck.Config.NPositions);
+            var tokens = input.Ids;
             var cases = InvarianceEvaluator.StandardCases(ck.Config, fams, n, r.GetValue(seed), !r.GetValue(noControls));
             double eps = InvarianceMetrics.EpsMach(dt);
 
             InvarianceRunResult? run = null;
             var sw = System.Diagnostics.Stopwatch.StartNew();
             if (Console.IsErrorRedirected)
-                run = InvarianceEvaluator.Run(ck, tokens, dt, cases);
+                run = InvarianceEvaluator.Run(ck, tokens, dt, cases, allowNonFinite: r.GetValue(allowNonFinite));
             else
                 CliCommon.Progress().Start(ctx =>
                 {
                     var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Config.NLayer} layers", maxValue: ck.Config.NLayer);
-                    run = InvarianceEvaluator.Run(ck, tokens, dt, cases, new Progress<(int Layer, int Layers)>(p => task.Value = p.Layer));
+                    run = InvarianceEvaluator.Run(ck, tokens, dt, cases, new Progress<(int Layer, int Layers)>(p => task.Value = p.Layer), r.GetValue(allowNonFinite));
                 });
             sw.Stop();
 
@@ -85,16 +87,17 @@ public static class VerifyInvarianceCommand
                 bool valid = g.First().Valid;
                 bool paper = valid && fams.Any(f => f.CliName() == g.Key && f.IsPaperFamily());
                 double tolEps = tolOpt ?? (paper ? PaperToleranceEps : ExtendedToleranceEps);
-                double max = errs.Max();
-                bool passed = valid ? max <= tolEps * eps : errs.Min() >= InvalidThreshold;
+                // NaN counts as a failure on both sides (Max/Min would skip it or keep it depending on position).
+                double max = errs.Any(double.IsNaN) ? double.NaN : errs.Max();
+                bool passed = valid ? max <= tolEps * eps : errs.All(e => e >= InvalidThreshold);
                 groups.Add(new GroupSummary(g.Key, valid, errs.Count, errs.Min(), InvarianceMetrics.Quantile(errs, 0.5), InvarianceMetrics.Quantile(errs, 0.9),
                     InvarianceMetrics.Quantile(errs, 0.99), max, valid ? tolEps * eps : InvalidThreshold, passed,
                     g.Min(c => c.Top1Agreement), g.Max(c => c.MaxKl)));
             }
             bool allPassed = groups.All(g => g.Passed);
-            PrintTable(ck, tokens.Length, dt, eps, groups, run, sw.Elapsed.TotalSeconds);
+            if (!OutputPaths.IsStdout(jsonPath)) PrintTable(ck, input.Description, dt, eps, groups, run, sw.Elapsed.TotalSeconds);
 
-            if (r.GetValue(json) is string jsonPath)
+            if (jsonPath is not null)
             {
                 var o = new JsonObject
                 {
@@ -102,6 +105,7 @@ public static class VerifyInvarianceCommand
                     ["dtype"] = dt == torch.ScalarType.Float64 ? "float64" : "float32",
                     ["eps_mach"] = eps,
                     ["tokens"] = tokens.Length,
+                    ["text"] = input.Description,
                     ["seed"] = r.GetValue(seed),
                     ["transforms_per_group"] = n,
                     ["families"] = new JsonArray(groups.Select(g => (JsonNode)new JsonObject
@@ -118,9 +122,9 @@ public static class VerifyInvarianceCommand
                     },
                     ["passed"] = allPassed,
                 };
-                AtomicFile.WriteAllText(jsonPath, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }), ck.InputFiles);
+                JsonOutput.Write(jsonPath, o, ck.InputFiles);
             }
-            if (r.GetValue(plot) is string plotPath)
+            if (plotPath is not null)
             {
                 string title = $"gauge invariance of {Path.GetFileName(ck.Directory.TrimEnd('/'))} ({(dt == torch.ScalarType.Float64 ? "float64" : "float32")}, {tokens.Length} tokens)";
                 AtomicFile.WriteAllText(plotPath, SvgHistogram.Render(title,
@@ -134,39 +138,48 @@ public static class VerifyInvarianceCommand
 
     private sealed record GroupSummary(string Name, bool Valid, int Count, double Min, double Median, double P90, double P99, double Max, double Bound, bool Passed, double Top1, double MaxKl);
 
-    private static void PrintTable(Gpt2Checkpoint ck, int tokens, torch.ScalarType dt, double eps, List<GroupSummary> groups, InvarianceRunResult run, double seconds)
+    private static void PrintTable(Gpt2Checkpoint ck, string text, torch.ScalarType dt, double eps, List<GroupSummary> groups, InvarianceRunResult run, double seconds)
     {
         bool f32 = dt == torch.ScalarType.Float32;
-        var t = new Table().Title($"relative error of row-centred logits — {Markup.Escape(ck.Directory)}, {(f32 ? "float32" : "float64")}, {tokens} tokens, ε = {eps:G3}");
-        t.AddColumn("family");
-        t.AddColumn("valid");
-        t.AddColumn(new TableColumn("n").RightAligned());
-        foreach (var h in new[] { "min", "median", "p90", "p99", "max", "max / ε" }) t.AddColumn(new TableColumn(h).RightAligned());
+        static string E(double v) => double.IsNaN(v) ? "NaN" : v.ToString("0.00e+00");
+        // Priority 0 columns always show; in a narrow terminal the others go, highest number first (TableFit).
+        var columns = new List<FitColumn>
+        {
+            new("family"), new("valid", "ok?", 3), new("n", Priority: 8, Right: true),
+            new("min", Priority: 9, Right: true), new("median", "med", 5, true), new("p90", Priority: 11, Right: true), new("p99", Priority: 10, Right: true),
+            new("max", Right: true), new("max / ε", "/ε", 1, true),
+        };
         if (f32)
         {
-            t.AddColumn(new TableColumn("top-1 agree").RightAligned());
-            t.AddColumn(new TableColumn("max KL").RightAligned());
+            columns.Add(new FitColumn("top-1 agree", "top-1", 4, true));
+            columns.Add(new FitColumn("max KL", "KL", 6, true));
         }
-        t.AddColumn("bound");
-        t.AddColumn("result");
+        columns.Add(new FitColumn("bound", Priority: 2));
+        columns.Add(new FitColumn("result"));
+        var rows = new List<string[]>();
         foreach (var g in groups)
         {
+            double inEps = g.Max / eps;
             var row = new List<string>
             {
                 Markup.Escape(g.Name), g.Valid ? "yes" : "[red]no[/]", g.Count.ToString(),
-                g.Min.ToString("0.00e+00"), g.Median.ToString("0.00e+00"), g.P90.ToString("0.00e+00"), g.P99.ToString("0.00e+00"), g.Max.ToString("0.00e+00"),
-                (g.Max / eps) < 1e5 ? (g.Max / eps).ToString("0.0") : (g.Max / eps).ToString("0.0e+0"),
+                E(g.Min), E(g.Median), E(g.P90), E(g.P99), E(g.Max),
+                double.IsNaN(inEps) ? "NaN" : inEps < 1e5 ? inEps.ToString("0.0") : inEps.ToString("0.0e+0"),
             };
             if (f32)
             {
-                row.Add(g.Top1.ToString("P1"));
-                row.Add(g.MaxKl.ToString("0.0e+00"));
+                row.Add(double.IsNaN(g.Top1) ? "NaN" : g.Top1.ToString("P1"));
+                row.Add(double.IsNaN(g.MaxKl) ? "NaN" : g.MaxKl.ToString("0.0e+00"));
             }
             row.Add(g.Valid ? $"≤ {g.Bound:0.0e+00}" : $"≥ {g.Bound:0.0e+00}");
             row.Add(g.Passed ? "[green]pass[/]" : "[red]FAIL[/]");
-            t.AddRow(row.ToArray());
+            rows.Add(row.ToArray());
         }
+        // The title stays short (it wraps to the table's width); the long facts go on their own line.
+        AnsiConsole.MarkupLine(Markup.Escape($"{ck.Directory}: {(f32 ? "float32" : "float64")}, {text}, ε = {eps:0.00e+00}"));
+        var (t, dropped) = TableFit.Build(columns, rows, TableFit.ConsoleWidth, "relative error of row-centred logits");
         AnsiConsole.Write(t);
+        if (dropped.Count > 0) AnsiConsole.MarkupLine(Markup.Escape($"(columns left out to fit {TableFit.ConsoleWidth} columns: {string.Join(", ", dropped)}; --json has all)"));
         AnsiConsole.MarkupLine($"{(groups.All(g => g.Passed) ? "[green]PASSED[/]" : "[red]FAILED[/]")}: {groups.Count(g => g.Passed)}/{groups.Count} groups; " +
                                $"{seconds:0.0} s (forwards {run.ForwardSeconds:0.0} s, gauge work {run.GaugeSeconds:0.0} s, loading {run.LoadSeconds:0.0} s)");
     }

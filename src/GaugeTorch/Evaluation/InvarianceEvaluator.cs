@@ -42,7 +42,9 @@ public static class InvarianceEvaluator
         return cases;
     }
 
-    public static InvarianceRunResult Run(Gpt2Checkpoint ck, int[] tokens, ScalarType compute, IReadOnlyList<InvarianceCase> cases, IProgress<(int Layer, int Layers)>? progress = null)
+    /// <param name="allowNonFinite">Run on NaN or infinite weights instead of refusing them by name (<see cref="FiniteWeights"/>).</param>
+    public static InvarianceRunResult Run(Gpt2Checkpoint ck, int[] tokens, ScalarType compute, IReadOnlyList<InvarianceCase> cases,
+                                          IProgress<(int Layer, int Layers)>? progress = null, bool allowNonFinite = false)
     {
         using var _ = no_grad();
         var c = ck.Config;
@@ -53,6 +55,7 @@ public static class InvarianceEvaluator
         var load = Stopwatch.StartNew();
         using var tok = tensor(tokens.Select(t => (long)t).ToArray(), ScalarType.Int64);
         using var globals = ck.LoadGlobals(compute);
+        if (!allowNonFinite) FiniteWeights.RequireGlobals(ck, globals);
         load.Stop();
 
         // Embeddings.
@@ -96,6 +99,7 @@ public static class InvarianceEvaluator
             load.Start();
             // One float64 copy of the layer per pass; every case samples from and transforms that copy.
             using var stored = ck.LoadLayer(l, ScalarType.Float64);
+            if (!allowNonFinite) FiniteWeights.RequireLayer(ck, l, stored);
             using var w = compute == ScalarType.Float64 ? stored : stored.To(compute);
             load.Stop();
             fwd.Start();

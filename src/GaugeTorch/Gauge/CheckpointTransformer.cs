@@ -14,13 +14,17 @@ public sealed record TransformOptions
     public DType? OutputDType { get; init; }
     /// <summary>Also apply the opt-in residual rotation (output untied, LayerNorms folded).</summary>
     public bool ResidualRotation { get; init; }
+    /// <summary>Transform NaN or infinite weights instead of refusing them (<see cref="FiniteWeights"/>).</summary>
+    public bool AllowNonFinite { get; init; }
 }
 
 /// <summary>
 /// Writes g·θ for a random group element g as a HuggingFace GPT-2 directory, streaming layer by layer: each block is
 /// read from the memory-mapped input, transformed in float64, cast to the output dtype and written at its place.
 /// Output tensors have the input's names and shapes (an lm_head.weight is added by residual rotation). The directory
-/// is assembled in a temporary folder beside the target and renamed into place, so a failure leaves nothing.
+/// is assembled in a temporary folder beside the target and renamed into place, so a failure leaves nothing; NaN or
+/// infinite input weights are refused by name unless <see cref="TransformOptions.AllowNonFinite"/>. The metadata holds
+/// the seed and families but no input path, so the same input and seed give the same bytes in any directory.
 /// </summary>
 public static class CheckpointTransformer
 {
@@ -39,7 +43,7 @@ public static class CheckpointTransformer
             ["gaugetorch_seed"] = o.Seed.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["gaugetorch_families"] = string.Join(",", o.Families.Select(f => f.CliName())),
             ["gaugetorch_residual_rotation"] = rotation is null ? "false" : "true",
-            ["gaugetorch_source"] = ck.Directory,
+            // No source path: it leaked local directory names and made the same seed give different bytes elsewhere.
         };
         ExportDirectory.Write(ck, outDir, untied, dtype, metadata, (writer, key) =>
         {
@@ -48,6 +52,7 @@ public static class CheckpointTransformer
             using (var scope = NewDisposeScope())
             {
                 var g = ck.LoadGlobals(ScalarType.Float64);
+                if (!o.AllowNonFinite) FiniteWeights.RequireGlobals(ck, g);
                 var offset = element.SampleGlobal(g.Wte, g.Wpe);
                 if (offset is not null)
                 {
@@ -63,6 +68,7 @@ public static class CheckpointTransformer
             {
                 using var scope = NewDisposeScope();
                 var stored = ck.LoadLayer(l, ScalarType.Float64);
+                if (!o.AllowNonFinite) FiniteWeights.RequireLayer(ck, l, stored);
                 var w = element.SampleLayer(l, stored).Apply(stored, c);
                 if (rotation is not null) w = rotation.TransformLayer(w, c);
                 foreach (var (suffix, t) in w.Named()) writer.Write(key(Gpt2Keys.Layer(l, suffix)), t);

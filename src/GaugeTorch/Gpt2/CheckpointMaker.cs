@@ -18,6 +18,8 @@ public sealed record MakeCheckpointOptions
     public bool MaskBuffers { get; init; }
     /// <summary>Store an lm_head.weight different from wte (an untied head).</summary>
     public bool Untied { get; init; }
+    /// <summary>Replace a non-empty output directory (otherwise it is refused).</summary>
+    public bool Force { get; init; }
 }
 
 /// <summary>
@@ -25,6 +27,10 @@ public sealed record MakeCheckpointOptions
 /// (N(0, 0.02), residual projections scaled by 1/√(2L); query/key blocks N(0, 2/d) so attention is not uniform) with non-zero biases and non-unit LayerNorm
 /// parameters, so every gauge family acts non-trivially. Each tensor is drawn from its own generator seeded
 /// by (seed, name), so output is deterministic and independent of write order; tensors are streamed to disk.
+/// The directory is assembled in a registered temporary beside the target (<see cref="TempFiles"/>) and renamed into
+/// place, so an error or a signal leaves nothing, and a non-empty target is refused unless
+/// <see cref="MakeCheckpointOptions.Force"/> replaces it whole (never a mix of old and new files, such as a stale index
+/// beside a new single file).
 /// </summary>
 public static class CheckpointMaker
 {
@@ -42,7 +48,29 @@ public static class CheckpointMaker
                 foreach (var b in Gpt2Keys.BufferSuffixes)
                     specs.Add((new TensorSpec(prefix + Gpt2Keys.Layer(l, b), DType.F32, Gpt2Keys.BufferShape(config, b)), Gpt2Keys.Layer(l, b)));
 
-        Directory.CreateDirectory(outDir);
+        if (o.Shards > specs.Count)
+            throw new ArgumentException($"--shards {o.Shards}: this model has {specs.Count} tensors, so at most {specs.Count} shards (a shard holds whole tensors)");
+        string target = Path.GetFullPath(outDir).TrimEnd('/');
+        if (File.Exists(target)) throw new IOException($"{target}: exists and is a file (--out must be a directory)");
+        bool replace = Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any();
+        if (replace && !o.Force) throw new IOException($"{target}: directory exists and is not empty (choose another --out, or --force to replace it)");
+        string temp = TempFiles.CreateDirectory(target);
+        try
+        {
+            WriteInto(config, temp, specs, o, progress);
+            if (Directory.Exists(target) && !replace) Directory.Delete(target); // empty
+            TempFiles.CommitReplacing(temp, target);
+        }
+        catch
+        {
+            TempFiles.Delete(temp);
+            throw;
+        }
+    }
+
+    private static void WriteInto(Gpt2Config config, string outDir, List<(TensorSpec Spec, string Canonical)> specs, MakeCheckpointOptions o,
+                                  IProgress<(long Done, long Total)>? progress)
+    {
         var metadata = new Dictionary<string, string> { ["format"] = "pt", ["generator"] = "gaugetorch make-checkpoint", ["seed"] = o.Seed.ToString() };
         long total = specs.Sum(s => s.Spec.ByteLength), done = 0;
         var groups = Partition(specs, o.Shards);
@@ -85,17 +113,24 @@ public static class CheckpointMaker
         }
     }
 
-    private static List<List<(TensorSpec Spec, string Canonical)>> Partition(List<(TensorSpec Spec, string Canonical)> specs, int shards)
+    /// <summary>
+    /// Exactly <paramref name="shards"/> non-empty groups of consecutive tensors (needs shards ≤ specs.Count), about
+    /// equal in bytes: a new shard starts when the current one holds its share, or when the tensors left are only
+    /// just enough to give every remaining shard one (byte balance alone gave a tiny model's wte a shard of its own
+    /// and everything else a second one, for --shards 3).
+    /// </summary>
+    internal static List<List<(TensorSpec Spec, string Canonical)>> Partition(List<(TensorSpec Spec, string Canonical)> specs, int shards)
     {
         long total = specs.Sum(s => s.Spec.ByteLength);
         long per = (total + shards - 1) / shards;
         var groups = new List<List<(TensorSpec, string)>> { new() };
         long acc = 0;
-        foreach (var s in specs)
+        for (int i = 0; i < specs.Count; i++)
         {
-            if (acc >= per && groups.Count < shards) { groups.Add(new()); acc = 0; }
-            groups[^1].Add(s);
-            acc += s.Spec.ByteLength;
+            int tensorsLeft = specs.Count - i, shardsLeft = shards - groups.Count;
+            if (groups[^1].Count > 0 && shardsLeft > 0 && (acc >= per || tensorsLeft <= shardsLeft)) { groups.Add(new()); acc = 0; }
+            groups[^1].Add(specs[i]);
+            acc += specs[i].Spec.ByteLength;
         }
         return groups;
     }

@@ -7,8 +7,9 @@ namespace GaugeTorch.Gpt2;
 /// Writes a standard HuggingFace GPT-2 directory derived from an input checkpoint: config.json (tie_word_embeddings
 /// adjusted), tokenizer/side files copied, mask buffers copied byte for byte, and one model.safetensors holding every
 /// parameter under the input's key names, filled by a producer that may write tensors in any order. Everything is
-/// assembled in a hidden temporary folder beside the target and renamed into place at the end, so a failure leaves no
-/// partial output; the input directory is never written to.
+/// assembled in a hidden temporary folder beside the target (<see cref="TempFiles"/>) and renamed into place at the end,
+/// so a failure or a signal leaves no partial output; the input directory is never written to, and the target's parent
+/// must exist.
 /// </summary>
 public static class ExportDirectory
 {
@@ -22,10 +23,7 @@ public static class ExportDirectory
         if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
             throw new IOException($"{target}: directory exists and is not empty (remove it or choose another --out)");
         if (!dtype.IsFloat()) throw new ArgumentException($"output dtype {dtype} is not a float type");
-        string parent = Path.GetDirectoryName(target.TrimEnd('/'))!;
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, "." + Path.GetFileName(target.TrimEnd('/')) + "." + Guid.NewGuid().ToString("N")[..8] + ".partial");
-        Directory.CreateDirectory(temp);
+        string temp = TempFiles.CreateDirectory(target);
         try
         {
             var c = ck.Config;
@@ -45,11 +43,11 @@ public static class ExportDirectory
             File.WriteAllText(Path.Combine(temp, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
             foreach (var side in ck.SideFiles()) File.Copy(side, Path.Combine(temp, Path.GetFileName(side)));
             if (Directory.Exists(target)) Directory.Delete(target);
-            Directory.Move(temp, target);
+            TempFiles.Commit(temp, target);
         }
         catch
         {
-            try { Directory.Delete(temp, recursive: true); } catch (IOException) { }
+            TempFiles.Delete(temp);
             throw;
         }
     }

@@ -68,36 +68,7 @@ public sealed class Gpt2Checkpoint : IDisposable
     private static Gpt2Checkpoint Validate(string dir, string configPath, Gpt2Config c, SafeTensorStore store)
     {
         string where = string.Join(", ", store.Files.Select(f => f.Path));
-        bool prefixed = store.Contains(Gpt2Keys.Prefix + Gpt2Keys.Wte) || store.Entries.Any(e => e.Name.StartsWith(Gpt2Keys.Prefix + "h.", StringComparison.Ordinal));
-        string prefix = prefixed ? Gpt2Keys.Prefix : "";
-        var expected = Gpt2Keys.Parameters(c).ToDictionary(p => prefix + p.Name, p => p.Shape, StringComparer.Ordinal);
-        var buffers = new HashSet<string>(StringComparer.Ordinal);
-        for (int l = 0; l < c.NLayer; l++)
-            foreach (var b in Gpt2Keys.BufferSuffixes) buffers.Add(prefix + Gpt2Keys.Layer(l, b));
-
-        var problems = new List<string>();
-        bool hasHead = false, anyBuffer = false;
-        DType? floatType = null;
-        foreach (var e in store.Entries)
-        {
-            if (expected.TryGetValue(e.Name, out var shape))
-            {
-                if (!e.Shape.SequenceEqual(shape)) problems.Add($"'{e.Name}' has shape {e.ShapeText}, expected [{string.Join(", ", shape)}]");
-                else if (!e.DType.IsFloat()) problems.Add($"'{e.Name}' has non-float dtype {e.DType}");
-                else if (floatType is null) floatType = e.DType;
-                else if (floatType != e.DType) problems.Add($"'{e.Name}' is {e.DType} but other parameters are {floatType}");
-            }
-            else if (buffers.Contains(e.Name)) anyBuffer = true;
-            else if (e.Name == Gpt2Keys.LmHead || e.Name == prefix + Gpt2Keys.LmHead)
-            {
-                hasHead = true;
-                if (!e.Shape.SequenceEqual(new long[] { c.VocabSize, c.NEmbd }))
-                    problems.Add($"'{e.Name}' has shape {e.ShapeText}, expected [{c.VocabSize}, {c.NEmbd}]");
-            }
-            else problems.Add($"unexpected tensor '{e.Name}' {e.ShapeText}");
-        }
-        foreach (var name in expected.Keys)
-            if (!store.Contains(name)) problems.Add($"missing tensor '{name}'");
+        var problems = Problems(c, store, out string prefix, out bool hasHead, out bool anyBuffer, out DType? floatType);
         if (problems.Count > 0)
         {
             string list = string.Join("\n  ", problems.Take(40)) + (problems.Count > 40 ? $"\n  ... and {problems.Count - 40} more" : "");
@@ -115,6 +86,49 @@ public sealed class Gpt2Checkpoint : IDisposable
             throw new Gpt2FormatException($"{where}: config says tie_word_embeddings=false but there is no lm_head.weight");
         }
         return new Gpt2Checkpoint(dir, configPath, c, store, prefix, anyBuffer, tied, hasHead, floatType!.Value);
+    }
+
+    /// <summary>
+    /// Every way the tensors of <paramref name="store"/> differ from a GPT-2 of configuration <paramref name="c"/>
+    /// (empty when they match). <c>inspect --no-validate</c> lists these instead of refusing the checkpoint.
+    /// </summary>
+    public static List<string> Problems(Gpt2Config c, SafeTensorStore store) => Problems(c, store, out _, out _, out _, out _);
+
+    private static List<string> Problems(Gpt2Config c, SafeTensorStore store, out string prefix, out bool hasHead, out bool anyBuffer, out DType? floatType)
+    {
+        bool prefixed = store.Contains(Gpt2Keys.Prefix + Gpt2Keys.Wte) || store.Entries.Any(e => e.Name.StartsWith(Gpt2Keys.Prefix + "h.", StringComparison.Ordinal));
+        string pre = prefixed ? Gpt2Keys.Prefix : "";
+        prefix = pre;
+        var expected = Gpt2Keys.Parameters(c).ToDictionary(p => pre + p.Name, p => p.Shape, StringComparer.Ordinal);
+        var buffers = new HashSet<string>(StringComparer.Ordinal);
+        for (int l = 0; l < c.NLayer; l++)
+            foreach (var b in Gpt2Keys.BufferSuffixes) buffers.Add(pre + Gpt2Keys.Layer(l, b));
+
+        var problems = new List<string>();
+        hasHead = false;
+        anyBuffer = false;
+        floatType = null;
+        foreach (var e in store.Entries)
+        {
+            if (expected.TryGetValue(e.Name, out var shape))
+            {
+                if (!e.Shape.SequenceEqual(shape)) problems.Add($"'{e.Name}' has shape {e.ShapeText}, expected [{string.Join(", ", shape)}]");
+                else if (!e.DType.IsFloat()) problems.Add($"'{e.Name}' has non-float dtype {e.DType}");
+                else if (floatType is null) floatType = e.DType;
+                else if (floatType != e.DType) problems.Add($"'{e.Name}' is {e.DType} but other parameters are {floatType}");
+            }
+            else if (buffers.Contains(e.Name)) anyBuffer = true;
+            else if (e.Name == Gpt2Keys.LmHead || e.Name == pre + Gpt2Keys.LmHead)
+            {
+                hasHead = true;
+                if (!e.Shape.SequenceEqual(new long[] { c.VocabSize, c.NEmbd }))
+                    problems.Add($"'{e.Name}' has shape {e.ShapeText}, expected [{c.VocabSize}, {c.NEmbd}]");
+            }
+            else problems.Add($"unexpected tensor '{e.Name}' {e.ShapeText}");
+        }
+        foreach (var name in expected.Keys)
+            if (!store.Contains(name)) problems.Add($"missing tensor '{name}'");
+        return problems;
     }
 
     /// <summary>The stored key of a parameter given its unprefixed name.</summary>

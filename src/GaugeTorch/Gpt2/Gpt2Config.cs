@@ -49,7 +49,9 @@ public sealed record Gpt2Config
 
     public static Gpt2Config Load(string configPath)
     {
-        if (!File.Exists(configPath)) throw new Gpt2FormatException($"{configPath}: config.json not found");
+        if (!File.Exists(configPath))
+            throw new Gpt2FormatException($"{System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(configPath))}: no {System.IO.Path.GetFileName(configPath)} " +
+                                          "(a model directory needs the HuggingFace config beside its safetensors weights)");
         JsonNode? root;
         try
         {
@@ -80,6 +82,12 @@ public sealed record Gpt2Config
         if (Bool("scale_attn_by_inverse_layer_idx") == true) throw new Gpt2FormatException($"{source}: scale_attn_by_inverse_layer_idx=true is not supported");
         if (Bool("scale_attn_weights") == false) throw new Gpt2FormatException($"{source}: scale_attn_weights=false is not supported");
         if (Bool("add_cross_attention") == true) throw new Gpt2FormatException($"{source}: add_cross_attention=true is not supported");
+        // The shapes come from the config alone: a missing one would silently take GPT-2-124M's value and fail later
+        // with a page of shape errors (n_positions may be given as n_ctx, as older exports do).
+        var missing = new[] { "vocab_size", "n_embd", "n_layer", "n_head" }.Where(k => o[k] is null).ToList();
+        if (o["n_positions"] is null && o["n_ctx"] is null) missing.Add("n_positions");
+        if (missing.Count > 0)
+            throw new Gpt2FormatException($"{source}: {string.Join(", ", missing)} missing (GaugeTorch does not guess a GPT-2 size; HuggingFace GPT-2 configs list all of them)");
         int d = Int("n_embd", 768);
         int? inner = o["n_inner"] is null ? null : Int("n_inner", 4 * d);
         double eps = 1e-5;
@@ -88,7 +96,7 @@ public sealed record Gpt2Config
         var cfg = new Gpt2Config
         {
             VocabSize = Int("vocab_size", 50257),
-            NPositions = Int("n_positions", 1024),
+            NPositions = o["n_positions"] is null ? Int("n_ctx", 1024) : Int("n_positions", 1024),
             NEmbd = d,
             NLayer = Int("n_layer", 12),
             NHead = Int("n_head", 12),

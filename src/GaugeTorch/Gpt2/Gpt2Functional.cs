@@ -10,12 +10,13 @@ namespace GaugeTorch.Gpt2;
 /// </summary>
 public static class Gpt2Functional
 {
-    /// <summary>x = wte[tokens] + wpe[0..T). tokens [T] or [B, T] → [T, d] or [B, T, d].</summary>
-    public static Tensor Embed(Tensor tokens, Tensor wte, Tensor wpe)
+    /// <summary>x = wte[tokens] + wpe[start..start + T). tokens [T] or [B, T] → [T, d] or [B, T, d].</summary>
+    /// <param name="start">Position of the first token (non-zero when a <see cref="KvCache"/> holds the earlier ones).</param>
+    public static Tensor Embed(Tensor tokens, Tensor wte, Tensor wpe, long start = 0)
     {
         long t = tokens.shape[^1];
         using var scope = NewDisposeScope();
-        var pos = arange(t, dtype: ScalarType.Int64, device: wte.device);
+        var pos = arange(start, start + t, dtype: ScalarType.Int64, device: wte.device);
         var flat = wte.index_select(0, tokens.to(wte.device).flatten());
         var shape = tokens.shape.Append(wte.shape[1]).ToArray();
         return (flat.view(shape) + wpe.index_select(0, pos)).MoveToOuterDisposeScope();
@@ -56,6 +57,35 @@ public static class Gpt2Functional
         return Linear(y, w.AttnProjW, w.AttnProjB).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The same attention for T new positions of one sequence, h [T, d], whose earlier positions are in
+    /// <paramref name="cache"/>: their keys and values are appended to layer <paramref name="layer"/> of the cache and
+    /// each new position attends to every cached position up to itself. Cost: T rows of attention over
+    /// cache.Length + T keys, instead of a whole sequence. The caller advances the cache after the last layer.
+    /// </summary>
+    public static Tensor Attention(Tensor h, LayerWeights w, int nHead, KvCache cache, int layer)
+    {
+        using var scope = NewDisposeScope();
+        long T = h.shape[0], d = h.shape[1], dk = d / nHead;
+        long start = cache.Length;
+        var qkv = Linear(h, w.AttnW, w.AttnB);                               // [T, 3d]
+        var parts = qkv.split(d, -1);
+        var q = parts[0].reshape(T, nHead, dk).transpose(0, 1);              // [h, T, dk]
+        var k = parts[1].reshape(T, nHead, dk).transpose(0, 1);
+        var v = parts[2].reshape(T, nHead, dk).transpose(0, 1);
+        var (keys, values) = cache.Append(layer, k, v);                      // [h, start + T, dk]
+        var scores = matmul(q, keys.transpose(-2, -1)) / Math.Sqrt(dk);      // [h, T, start + T]
+        if (T > 1)
+        {
+            // New position i (absolute start + i) sees keys 0..start + i.
+            var mask = ones(T, start + T, dtype: ScalarType.Bool, device: h.device).triu(start + 1);
+            scores = scores.masked_fill(mask, double.NegativeInfinity);
+        }
+        var att = scores.softmax(-1);
+        var y = matmul(att, values).transpose(0, 1).reshape(T, d);          // [T, d]
+        return Linear(y, w.AttnProjW, w.AttnProjB).MoveToOuterDisposeScope();
+    }
+
     public static Tensor Mlp(Tensor h, LayerWeights w)
     {
         using var scope = NewDisposeScope();
@@ -68,6 +98,15 @@ public static class Gpt2Functional
     {
         using var scope = NewDisposeScope();
         var a = x + Attention(LayerNorm(x, w.Ln1W, w.Ln1B, c.LayerNormEpsilon), w, c.NHead);
+        var m = a + Mlp(LayerNorm(a, w.Ln2W, w.Ln2B, c.LayerNormEpsilon), w);
+        return m.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>One block for new positions x [T, d] of a sequence whose earlier positions are in <paramref name="cache"/>.</summary>
+    public static Tensor Block(Tensor x, LayerWeights w, Gpt2Config c, KvCache cache, int layer)
+    {
+        using var scope = NewDisposeScope();
+        var a = x + Attention(LayerNorm(x, w.Ln1W, w.Ln1B, c.LayerNormEpsilon), w, c.NHead, cache, layer);
         var m = a + Mlp(LayerNorm(a, w.Ln2W, w.Ln2B, c.LayerNormEpsilon), w);
         return m.MoveToOuterDisposeScope();
     }

@@ -153,6 +153,65 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         return forward(t);
     }
 
+    /// <summary>A key/value cache for this model (all n_positions, compute dtype, the model's device).</summary>
+    public KvCache NewCache() => KvCache.For(Config, ComputeType, wte.weight.device);
+
+    /// <summary>
+    /// tokens [T] at positions cache.Length.. → the logits of the last of them, [V]; their keys and values join the
+    /// cache. Only the last position goes through the head (a prompt of 1,000 tokens would otherwise need a
+    /// [1000, V] logits matrix, 200 MB in float32, to read one row).
+    /// </summary>
+    public Tensor NextLogits(Tensor tokens, KvCache cache)
+    {
+        if (tokens.dim() != 1 || tokens.shape[0] < 1) throw new ArgumentException("tokens must be a non-empty 1-D tensor [T]");
+        long t = tokens.shape[0];
+        if (cache.Length + t > Config.NPositions)
+            throw new ArgumentException($"{cache.Length + t} positions exceed the model's {Config.NPositions}");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var x = Gpt2Functional.Embed(tokens, wte.weight, wpe.weight, cache.Length);   // [T, d]
+        for (int l = 0; l < h.Count; l++) x = Gpt2Functional.Block(x, h[l].Weights, Config, cache, l);
+        cache.Advance((int)t);
+        var last = x.narrow(0, t - 1, 1);                                              // [1, d]
+        return Gpt2Functional.Head(last, Globals, Config)[0].MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Greedy continuation of <paramref name="prompt"/>, one token at a time, each yielded as soon as it is chosen.
+    /// With a <see cref="KvCache"/>, each new token costs one position (plus attention over the cache), and every step
+    /// frees its temporaries, so memory stays at the model plus the cache. Stops after
+    /// <paramref name="maxNew"/> tokens or when prompt and new tokens fill the model's n_positions, whichever is first
+    /// (<see cref="MaxNewTokens"/>); the caller tells the two apart by the count.
+    /// </summary>
+    public IEnumerable<int> GenerateGreedy(IReadOnlyList<int> prompt, int maxNew)
+    {
+        if (prompt.Count == 0) throw new ArgumentException("the prompt has no tokens");
+        if (prompt.Count > Config.NPositions) throw new ArgumentException($"the prompt's {prompt.Count} tokens exceed the model's {Config.NPositions} positions");
+        if (maxNew < 0) throw new ArgumentException($"{maxNew} new tokens is negative");
+        return Generate(prompt.ToArray(), Math.Min(maxNew, MaxNewTokens(prompt.Count)));
+    }
+
+    /// <summary>How many tokens can follow a prompt of <paramref name="promptLength"/> within n_positions.</summary>
+    public int MaxNewTokens(int promptLength) => Math.Max(0, Config.NPositions - promptLength);
+
+    private IEnumerable<int> Generate(int[] prompt, int count)
+    {
+        if (count == 0) yield break;
+        using var cache = NewCache();
+        long[] feed = prompt.Select(i => (long)i).ToArray();
+        for (int i = 0; i < count; i++)
+        {
+            int next;
+            using (var scope = NewDisposeScope())
+            {
+                var logits = NextLogits(tensor(feed, ScalarType.Int64), cache);   // [V]
+                next = (int)logits.argmax().item<long>();
+            }
+            yield return next;
+            feed = [next];
+        }
+    }
+
     /// <summary>Loads every parameter name-for-name from the checkpoint (converting to <paramref name="dtype"/>).</summary>
     public static Gpt2Model Load(Gpt2Checkpoint ck, ScalarType dtype, Device? device = null, IProgress<(long Done, long Total)>? progress = null)
     {

@@ -33,23 +33,47 @@ public sealed class ModelLock
         ["distilgpt2"] = "distilbert/distilgpt2",
     };
 
+    /// <summary>Resource name of the lock built into the library (the repository's models.lock.json at build time).</summary>
+    public const string ResourceName = "GaugeTorch.models.lock.json";
+
+    /// <summary>Where the lock came from: a file path, or a description of the built-in lock.</summary>
     public string Path { get; }
+    /// <summary>True for the lock built into the binary (it cannot be saved).</summary>
+    public bool IsBuiltIn { get; }
     private readonly JsonObject _root;
 
-    private ModelLock(string path, JsonObject root)
+    private ModelLock(string path, JsonObject root, bool builtIn = false)
     {
         Path = path;
         _root = root;
+        IsBuiltIn = builtIn;
     }
 
     public static ModelLock Empty(string path) => new(path, new JsonObject { ["version"] = 1, ["models"] = new JsonObject() });
 
-    public static ModelLock Load(string path)
+    /// <summary>The raw text of the built-in lock.</summary>
+    public static string BuiltInText()
+    {
+        using var s = typeof(ModelLock).Assembly.GetManifestResourceStream(ResourceName)
+                      ?? throw new InvalidOperationException($"the built-in {DefaultFileName} is missing from {typeof(ModelLock).Assembly.GetName().Name}");
+        using var r = new StreamReader(s);
+        return r.ReadToEnd();
+    }
+
+    /// <summary>
+    /// The lock built into the binary: the repository's models.lock.json when this build was made, so that
+    /// <c>download</c> pins the same revisions from any working directory.
+    /// </summary>
+    public static ModelLock BuiltIn() => Parse(BuiltInText(), $"built-in {DefaultFileName} ({ToolInfo.Version})", builtIn: true);
+
+    public static ModelLock Load(string path) => Parse(File.ReadAllText(path), path);
+
+    private static ModelLock Parse(string text, string path, bool builtIn = false)
     {
         JsonNode? node;
         try
         {
-            node = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            node = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
         }
         catch (JsonException e)
         {
@@ -57,7 +81,7 @@ public sealed class ModelLock
         }
         if (node is not JsonObject root) throw new FormatException($"{path}: expected a JSON object");
         if (root["models"] is not JsonObject) throw new FormatException($"{path}: no \"models\" object");
-        var lk = new ModelLock(path, root);
+        var lk = new ModelLock(path, root, builtIn);
         foreach (var e in lk.Entries) { _ = e; } // validates every entry
         return lk;
     }
@@ -133,5 +157,9 @@ public sealed class ModelLock
     }
 
     /// <summary>Writes the lock atomically (temporary file + rename).</summary>
-    public void Save() => AtomicFile.WriteAllText(Path, _root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    public void Save()
+    {
+        if (IsBuiltIn) throw new InvalidOperationException($"the {Path} cannot be changed: give --lock FILE to update a lock file");
+        AtomicFile.WriteAllText(Path, _root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
 }

@@ -15,7 +15,9 @@ public sealed record TensorSpec(string Name, DType DType, long[] Shape)
 /// <summary>
 /// Writes one safetensors file deterministically: names sorted (ordinal), data laid out in that order, header
 /// padded with spaces to a multiple of 8 bytes, <c>__metadata__</c> sorted. The file is built under a temporary
-/// name beside the target and renamed into place on <see cref="Commit"/>; disposing without committing deletes it.
+/// name beside the target (<see cref="TempFiles"/>: removed on SIGINT/SIGTERM, and by a later run if this process
+/// dies) and renamed into place on <see cref="Commit"/>; disposing without committing deletes it. The target's
+/// directory must exist.
 /// Tensors may be written in any order (each lands at its precomputed offset), so a layerwise producer can
 /// stream a checkpoint of any size.
 /// </summary>
@@ -84,12 +86,21 @@ public sealed class SafeTensorWriter : IDisposable
         long headerLen = header.Length;
         foreach (var k in layout.Keys.ToList()) layout[k] = (layout[k].Item1, layout[k].Item2 + 8 + headerLen);
 
-        string dir = System.IO.Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string temp = System.IO.Path.Combine(dir, "." + System.IO.Path.GetFileName(full) + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
-        var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20);
+        // A registered temporary beside the target (deleted on SIGINT/SIGTERM); the directory must already exist.
+        string temp = TempFiles.NewPath(full);
+        FileStream fs;
         try
         {
+            fs = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20);
+        }
+        catch
+        {
+            TempFiles.Release(temp);
+            throw;
+        }
+        try
+        {
+            TestHooks.Pause();
             long total = 8 + headerLen + sorted.Sum(s => s.ByteLength);
             fs.SetLength(total);
             fs.Write(BitConverter.GetBytes((ulong)headerLen));
@@ -98,7 +109,7 @@ public sealed class SafeTensorWriter : IDisposable
         catch
         {
             fs.Dispose();
-            File.Delete(temp);
+            TempFiles.Delete(temp);
             throw;
         }
         return new SafeTensorWriter(full, temp, fs, layout);
@@ -256,7 +267,7 @@ public sealed class SafeTensorWriter : IDisposable
         CloseDirect();
         _stream.Flush(flushToDisk: true);   // data written directly is on the device; this flushes the rest and the metadata
         _stream.Dispose();
-        File.Move(_tempPath, Path, overwrite: true);
+        TempFiles.Commit(_tempPath, Path, overwrite: true);
         _done = true;
     }
 
@@ -265,7 +276,7 @@ public sealed class SafeTensorWriter : IDisposable
         if (_done) return;
         CloseDirect();
         _stream.Dispose();
-        try { File.Delete(_tempPath); } catch (IOException) { }
+        TempFiles.Delete(_tempPath);
         _done = true;
     }
 

@@ -99,7 +99,7 @@ public class CanonicalCliTests(ITestOutputHelper output)
             using var m = TestGauge.Load(ck);
             using var t = TestGauge.Transform(m, c, 3);
             string transformed = Save(t, c, dtype, "transformed");
-            var (rc, json, err) = Cli("compare", a, transformed, "--json");
+            var (rc, json, err) = Cli("compare", a, transformed, "--json", "-");
             Assert.True(rc == 0, err + json);
             double largest = JsonNode.Parse(json)!["largest"]!.GetValue<double>();
             output.WriteLine($"{name}: vs random transform stored {dtype}: largest distance {largest:E2}");
@@ -118,7 +118,7 @@ public class CanonicalCliTests(ITestOutputHelper output)
                 }
             }
             string noisyDir = Save(noisy, c, dtype, "noisy");
-            (rc, json, err) = Cli("compare", a, noisyDir, "--json");
+            (rc, json, err) = Cli("compare", a, noisyDir, "--json", "-");
             Assert.True(rc == 1, err + json);
             var o = JsonNode.Parse(json)!;
             string where = o["largest_where"]!.GetValue<string>();

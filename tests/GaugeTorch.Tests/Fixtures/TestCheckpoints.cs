@@ -20,6 +20,7 @@ public static class TestCheckpoints
         lock (Gate)
         {
             string dir = Path.Combine(Root, name);
+            Directory.CreateDirectory(Root); // outputs never create their parents
             if (!File.Exists(Path.Combine(dir, "config.json")))
                 CheckpointMaker.Make(config ?? Tiny, dir, options ?? new MakeCheckpointOptions { Seed = 1 });
             return dir;

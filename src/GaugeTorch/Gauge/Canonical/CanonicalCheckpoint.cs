@@ -42,13 +42,12 @@ public static class CanonicalCheckpoint
                 throw new IOException($"{outDir}: contains the input file {input}");
         string parent = Path.GetDirectoryName(outFull)!;
         Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, "." + Path.GetFileName(outFull) + ".tmp-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(temp);
+        string temp = TempFiles.CreateDirectory(outFull); // registered: removed on SIGINT/SIGTERM and by a later run
         try
         {
             var report = WriteInto(ck, temp, o);
             if (Directory.Exists(outFull)) Directory.Delete(outFull); // empty (checked above)
-            Directory.Move(temp, outFull);
+            TempFiles.Commit(temp, outFull);
             return report;
         }
         catch
