@@ -216,7 +216,7 @@ public static class AuditCommand
             .AddColumn(new TableColumn("/ ε").RightAligned()).AddColumn("bound").AddColumn("result");
         double eps = Math.Pow(2, -52);
         foreach (var f in g.Families)
-            t.AddRow(Markup.Escape(f.Name), f.Cosines.Count.ToString(), f.Max.ToString("0.00e+00"), (f.Max / eps).ToString("0.0"),
+            t.AddRow(Markup.Escape(f.Name), f.Cosines.Count.ToString(), f.Max.ToString("0.00e+00"), (f.Max / eps).ToString("0.00e+00"),
                 $"≤ {GradientOrthogonality.Bound:0e+0}", f.Max <= GradientOrthogonality.Bound ? "[green]pass[/]" : "[red]FAIL[/]");
         AnsiConsole.Write(t);
         if (without.Count > 0) AnsiConsole.MarkupLine($"[yellow]no tangent sampler yet for: {Markup.Escape(string.Join(", ", without))}[/]");

@@ -112,8 +112,10 @@ public static class GradientOrthogonality
 
         try
         {
-            // 2. The head: loss, its gradient at the last hidden state and at the globals it reads.
-            var gGrad = g.Map(p => zeros_like(p));
+            // 2. The head: loss, its gradient at the last hidden state and at the globals it reads. The globals'
+            //    gradient is filled from both ends of the sweep; it takes the head's gradient tensors as they come
+            //    (no zero-filled copy: on gpt2-xl each [V, d] float64 tensor is 643 MB).
+            GlobalView gGrad;
             Tensor gx;
             {
                 using var scope = NewDisposeScope();
@@ -126,12 +128,19 @@ public static class GradientOrthogonality
                 var loss = nn.functional.cross_entropy(logits.narrow(0, 0, tokens.Count - 1), tok.narrow(0, 1, tokens.Count - 1));
                 lossValue = loss.item<double>();
                 var grads = torch.autograd.grad([loss], readers);
+                foreach (var p in readers.Skip(1)) p.requires_grad_(false);
                 gx = grads[0].detach().MoveToOuterDisposeScope();
                 int k = 1;
-                gGrad.FinalNorm.Gain.add_(grads[k++]);
-                if (g.FinalNorm.Bias is not null) gGrad.FinalNorm.Bias!.add_(grads[k++]);
-                (gGrad.Head ?? gGrad.Embed).add_(grads[k]);
-                foreach (var p in readers.Skip(1)) p.requires_grad_(false);
+                var gain = grads[k++];
+                var bias = g.FinalNorm.Bias is not null ? grads[k++] : null;
+                var headGrad = grads[k];
+                gGrad = new GlobalView
+                {
+                    Embed = g.Head is null ? headGrad : zeros_like(g.Embed),
+                    Positions = g.Positions is null ? null : zeros_like(g.Positions),
+                    FinalNorm = new NormView { Gain = gain, Bias = bias },
+                    Head = g.Head is null ? null : headGrad,
+                }.MoveToOuterDisposeScope();
             }
             progress?.Report((++done, steps));
             backwardS += clock.Elapsed.TotalSeconds - forwardS;
@@ -179,18 +188,14 @@ public static class GradientOrthogonality
                 progress?.Report((++done, steps));
             }
 
-            // 4. The embedding (and learned positions): the input side of the sweep.
+            // 4. The embedding (and learned positions), the input side of the sweep. Forward.Embed is a row gather,
+            //    x = E[tokens] + P[0 … T−1], so its gradient is a scatter-add of ∂L/∂x: done in place into the
+            //    globals' gradient rather than through autograd, which would allocate another dense [V, d].
             {
                 double t0 = clock.Elapsed.TotalSeconds;
                 using var scope = NewDisposeScope();
-                var inputs = new List<Tensor> { g.Embed };
-                if (g.Positions is not null) inputs.Add(g.Positions);
-                foreach (var p in inputs) p.requires_grad_(true);
-                var x0 = Forward.Embed(tok, g);
-                var grads = torch.autograd.grad([x0], inputs, [gx]);
-                gGrad.Embed.add_(grads[0]);
-                if (g.Positions is not null) gGrad.Positions!.add_(grads[1]);
-                foreach (var p in inputs) p.requires_grad_(false);
+                gGrad.Embed.index_add_(0, tok, gx, 1.0);
+                if (gGrad.Positions is not null) gGrad.Positions.narrow(0, 0, tokens.Count).add_(gx);
                 gx.Dispose();
                 foreach (var (_, gr) in gGrad.Named()) grad2 += Dot(gr, gr);
                 onGlobalGradient?.Invoke(gGrad);
