@@ -109,7 +109,7 @@ public static class JacobianNullity
         double T = t.MaxPositions, d = t.Hidden, f = t.Inner, h = t.QueryHeads, hd = t.HeadDim;
         double perLayer = T * (14 * d + 5 * f + 3 * h * T + 6 * h * hd);
         double graph = b * (t.Layers * perLayer + 4 * T * t.Vocab + 4 * T * d);
-        return 8 * (2 * m * p + 2 * p * p + 4 * b * p + graph) + (64L << 20);
+        return 8 * (2 * m * p + 2 * p * p + 4 * b * p + graph) + (256L << 20);   // the process itself (.NET, libtorch): a nullity run of the smallest shapes peaks near 200 MB
     }
 
     public static NullityResult Run(ModelTraits t, IEnumerable<FamilyRow> catalog, NullityOptions o, IProgress<(long Done, long Total)>? progress = null)
@@ -121,6 +121,9 @@ public static class JacobianNullity
         int n = SequencesFor(t, p, o);
         int T = t.MaxPositions, V = t.Vocab;
         long rowsPerSeq = (long)T * (V - 1), m = n * rowsPerSeq;
+        if (m <= p)
+            throw new ArgumentException($"{t.Describe()}: {n} sequences give {m:N0} outputs, not more than the {p:N0} parameters, so the Jacobian's rank " +
+                $"cannot reveal its nullity; use at least {p / rowsPerSeq + 1} sequences ({Math.Ceiling(o.Oversample * p / rowsPerSeq)} by default)");
         double need = EstimateBytes(t, p, n, o.Batch);
         long avail = o.AvailableBytes ?? AvailableMemory.Bytes();
         if (need > avail)

@@ -166,10 +166,13 @@ public class NullityTests(ITestOutputHelper output)
         // L·[G·hd + G·hd² + 2d + F] + 2d + d(d−1)/2 = (4 + 16 + 12 + 9) + 12 + 15.
         Assert.Equal(41 + 12 + 15, (long)o["formula"]!);
         Assert.True((double)o["gap"]! > 1e3);
-        // A catalog-level failure is exit 1: too few sequences leave the Jacobian rank-deficient beyond the gauge.
-        (code, stdout, _) = CliRunner.Run("audit", "--nullity", "--arch", "mistral", "--layers", "1", "--embd", "6", "--heads", "2", "--kv-heads", "1",
-            "--head-dim", "4", "--inner", "9", "--vocab", "7", "--untied", "--sequences", "2");
+        // A nullity that is not the formula is exit 1 (the value-bias kernel of ASymmetryBeyondTheCatalogIsFound).
+        (code, stdout, _) = CliRunner.Run("audit", "--nullity", "--arch", "qwen2", "--layers", "1", "--kv-heads", "4", "--vocab", "11", "--untied");
         Assert.Equal(1, code);
         Assert.Contains("NOT CERTIFIED", stdout);
+        // Fewer outputs than parameters cannot certify anything: refused as bad input.
+        var (bad, _, err) = CliRunner.Run("audit", "--nullity", "--sequences", "1");
+        Assert.Equal(2, bad);
+        Assert.Contains("not more than the 2,608 parameters", err);
     }
 }

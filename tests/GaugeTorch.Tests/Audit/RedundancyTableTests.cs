@@ -12,7 +12,7 @@ namespace GaugeTorch.Tests.Audit;
 /// the literature's counts, for the four GPT-2 sizes and the four LLaMA-family shapes; and <c>gaugetorch audit</c>
 /// on checkpoints.
 /// </summary>
-public class RedundancyTableTests
+public class RedundancyTableTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static ModelTraits Gpt2(string preset, bool tied = true) => new Gpt2Adapter(Gpt2Config.Presets[preset]).Traits with { Tied = tied };
 
@@ -59,6 +59,8 @@ public class RedundancyTableTests
     public void LlamaFamilyTotalsMatchGaugeMd(string name, long parameters, long gShare, long total)
     {
         var t = RedundancyTable.For(Llama(name), ProvisionalCatalog.Rows);
+        output.WriteLine($"{name} ({t.Traits.Describe()}): " + string.Join(", ", t.Rows.Select(r => $"{r.Name} {(r.Continuous ? r.Dimension.ToString("N0") : "discrete")}")) +
+                         $"; total {t.Total:N0} = {t.Percent:0.000} % of {t.Parameters:N0}; G_share,RoPE {t.References.Single().Value:N0} = {100.0 * t.References.Single().Value / t.Parameters:0.000} %");
         Assert.Equal(total, t.Total);
         Assert.Equal(parameters, t.Parameters);
         Assert.Equal(gShare, t.References.Single().Value);
