@@ -69,14 +69,16 @@ public sealed record NullityResult
 /// token sequences, must equal the catalog's continuous dimension. Every continuous symmetry is a null direction of
 /// that Jacobian; with enough generic inputs, only symmetries are.
 /// <para>
-/// The rank decision. The Jacobian's columns are first scaled to unit norm (rank is invariant under column scaling;
-/// it makes the rounding error of every column the same relative size, whatever its parameter's scale). Its
-/// singular values σ come from LAPACK (svdvals). A singular value counts when σ > τ = σ_max·max(m, p)·ε₆₄, the
-/// standard numerical-rank tolerance (LAPACK's and NumPy's): rounding perturbs a float64 matrix by about ε times
-/// its norm per entry, which moves the exact zeros up to that bound and no further. Directions that a model
-/// breaks only weakly are not null: RMSNorm's eps (1e-6) breaks the residual scale, and LayerNorm's eps (1e-5)
-/// likewise, at σ near 1e-6 of σ_max (GAUGE.md §6.2), six orders above τ; they are counted in the rank and listed
-/// as <see cref="NullityResult.WeakKept"/>. The exact null space lies near 1e-14 (measured, docs/audit.md).
+/// The rank decision. The singular values σ of the Jacobian as computed come from LAPACK (svdvals). A singular value
+/// counts when σ > τ = σ_max·max(m, p)·ε₆₄, the standard numerical-rank tolerance (LAPACK's and NumPy's): rounding
+/// perturbs a float64 matrix by about ε times its norm per entry, which moves the exact zeros up to that bound and
+/// no further. The columns are not rescaled: the random model's weights are on scales that keep every activation
+/// O(1), and some columns are zero in exact arithmetic (the key biases: family 4 makes ∂Y/∂b_K ≡ 0), whose rounding
+/// noise (norm 1.7e-15) unit scaling would blow up into full-rank directions; tried, it gave 216 instead of 224 on
+/// GAUGE.md's first shape. Directions that a model breaks only weakly are not null: RMSNorm's eps (1e-6) and LayerNorm's eps
+/// (1e-5) break the residual scale, measured at σ/σ_max = 3e-9 … 3e-7 (GAUGE.md §6.2 quotes 1e-6 for its scales),
+/// three to six orders above τ; they are counted in the rank and listed as <see cref="NullityResult.WeakKept"/>.
+/// The exact null space lies at 5e-16 … 3e-15 of σ_max (measured, docs/audit.md).
 /// The gap σ_rank/σ_rank+1 is reported; a decision is clear when it is at least <see cref="MinimumGap"/>, and
 /// only a clear decision certifies.
 /// </para>
