@@ -27,7 +27,7 @@ public static class AuditCommand
         var json = new Option<string?>("--json") { Description = "Write the result as JSON to this file." };
         var nullity = new Option<bool>("--nullity") { Description = "Certify the catalog: Jacobian nullity of a random model of the shape below (no MODEL). Exit 0: nullity = formula; 1: it is not." };
         var gradient = new Option<bool>("--gradient") { Description = "Gradient orthogonality on MODEL: the largest |<grad L, v>| / (|grad L| |v|) per continuous family (float64, streamed). Exit 0: all below 1e-12." };
-        var arch = new Option<string>("--arch") { Description = "--nullity: gpt2, llama, qwen2 (q/k/v biases) or mistral.", DefaultValueFactory = _ => "gpt2" };
+        var arch = new Option<string?>("--arch") { Description = "--nullity: gpt2 (default), llama, qwen2 (q/k/v biases) or mistral." };
         var layers = new Option<int?>("--layers") { Description = "--nullity: L (default 2)." };
         var embd = new Option<int?>("--embd") { Description = "--nullity: d (default 12 for gpt2, 8 for the LLaMA family)." };
         var heads = new Option<int?>("--heads") { Description = "--nullity: query heads H (default 3 for gpt2, 4 for the LLaMA family)." };
@@ -41,8 +41,8 @@ public static class AuditCommand
         var text = new Option<string?>("--text") { Description = "--gradient: text to tokenize (default: a built-in paragraph)." };
         var textFile = new Option<string?>("--text-file") { Description = "--gradient: read the text from this file." };
         var tokenList = new Option<string?>("--tokens") { Description = "--gradient: comma-separated token ids instead of text." };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "--gradient: truncate to this many tokens (0 = the model's context).", DefaultValueFactory = _ => 0 };
-        var tangents = new Option<int>("--tangents") { Description = "--gradient: random tangents per family.", DefaultValueFactory = _ => 3 };
+        var maxTokens = new Option<int?>("--max-tokens") { Description = "--gradient: truncate to this many tokens (default: the model's context)." };
+        var tangents = new Option<int?>("--tangents") { Description = "--gradient: random tangents per family (default 3)." };
         var seed = new Option<long>("--seed") { Description = "Seed of the random model (--nullity) or tangents (--gradient).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("audit",
             "The redundancy table of MODEL's gauge group: per family its dimension (formula and number), the total beside the papers' counts, the parameter count and percentage.\n" +
@@ -57,10 +57,27 @@ public static class AuditCommand
             if (doNullity && doGradient) throw new ArgumentException("give --nullity or --gradient, not both");
             string? jsonPath = r.GetValue(json);
             var catalog = ProvisionalCatalog.Rows;
+            // Options of one mode given to another would be silently ignored: refuse them by name.
+            var shapeOptions = new (string Name, bool Given)[]
+            {
+                ("--arch", r.GetValue(arch) is not null), ("--layers", r.GetValue(layers) is not null), ("--embd", r.GetValue(embd) is not null),
+                ("--heads", r.GetValue(heads) is not null), ("--kv-heads", r.GetValue(kvHeads) is not null), ("--head-dim", r.GetValue(headDim) is not null),
+                ("--inner", r.GetValue(inner) is not null), ("--vocab", r.GetValue(vocab) is not null), ("--positions", r.GetValue(positions) is not null),
+                ("--untied", r.GetValue(untied)), ("--sequences", r.GetValue(sequences) != 0),
+            };
+            var gradientOptions = new (string Name, bool Given)[]
+            {
+                ("--text", r.GetValue(text) is not null), ("--text-file", r.GetValue(textFile) is not null), ("--tokens", r.GetValue(tokenList) is not null),
+                ("--max-tokens", r.GetValue(maxTokens) is not null), ("--tangents", r.GetValue(tangents) is not null),
+            };
+            if (!doNullity && shapeOptions.FirstOrDefault(o => o.Given) is { Name: not null } so)
+                throw new ArgumentException($"{so.Name} applies to --nullity only");
+            if (!doGradient && gradientOptions.FirstOrDefault(o => o.Given) is { Name: not null } go)
+                throw new ArgumentException($"{go.Name} applies to --gradient only");
             if (doNullity)
             {
                 if (r.GetValue(model) is string m) throw new ArgumentException($"--nullity builds a random model of the given shape; MODEL ('{m}') is not used");
-                string a = r.GetValue(arch)!.Trim().ToLowerInvariant();
+                string a = (r.GetValue(arch) ?? "gpt2").Trim().ToLowerInvariant();
                 var def = a is "gpt2" or "llama" or "qwen2" or "mistral" ? DefaultShape(a) : throw new ArgumentException($"--arch: '{a}' is not gpt2, llama, qwen2 or mistral");
                 int? g = r.GetValue(kvHeads), hd = r.GetValue(headDim);
                 var traits = RandomModel.Traits(a, r.GetValue(layers) ?? def.L, r.GetValue(embd) ?? def.D, r.GetValue(heads) ?? def.H,
@@ -69,11 +86,10 @@ public static class AuditCommand
                 if (r.GetValue(sequences) < 0) throw new ArgumentException("--sequences must not be negative");
                 return Nullity(traits, catalog, new NullityOptions { Sequences = r.GetValue(sequences), Seed = r.GetValue(seed) }, jsonPath);
             }
-            if (r.GetValue(sequences) != 0) throw new ArgumentException("--sequences applies to --nullity only");
             using var ck = Checkpoint.Open(r.GetValue(model));
             if (doGradient)
             {
-                int k = r.GetValue(tangents);
+                int k = r.GetValue(tangents) ?? 3;
                 if (k < 1) throw new ArgumentException("--tangents must be at least 1");
                 string? textValue = r.GetValue(text), file = r.GetValue(textFile);
                 if (textValue is not null && file is not null) throw new ArgumentException("give --text or --text-file, not both");
@@ -83,7 +99,8 @@ public static class AuditCommand
                     textValue = File.ReadAllText(file);
                 }
                 var ids = CliCommon.Tokens(textValue, r.GetValue(tokenList), ck.Traits.Vocab);
-                int cap = r.GetValue(maxTokens) > 0 ? Math.Min(r.GetValue(maxTokens), ck.Traits.MaxPositions) : ck.Traits.MaxPositions;
+                if (r.GetValue(maxTokens) is < 2) throw new ArgumentException("--max-tokens must be at least 2");
+                int cap = Math.Min(r.GetValue(maxTokens) ?? int.MaxValue, ck.Traits.MaxPositions);
                 if (ids.Length > cap) ids = ids[..cap];
                 if (ids.Length < 2) throw new ArgumentException($"--gradient needs at least 2 tokens (the text gives {ids.Length})");
                 return Gradient(ck, catalog, ids, k, r.GetValue(seed), jsonPath);
@@ -176,7 +193,8 @@ public static class AuditCommand
             : $"[red]NOT CERTIFIED[/]: nullity {n.Nullity:N0}, catalog formula {n.Formula:N0}");
         WriteJson(jsonPath, new JsonObject
         {
-            ["nullity"] = n.Nullity, ["formula"] = n.Formula, ["params"] = n.Parameters, ["rank"] = n.Rank, ["gap"] = n.Gap,
+            ["nullity"] = n.Nullity, ["formula"] = n.Formula, ["params"] = n.Parameters, ["rank"] = n.Rank,
+            ["gap"] = double.IsFinite(n.Gap) ? n.Gap : null,   // ∞ when nothing is dropped (JSON has no infinity)
             ["certified"] = n.Certified, ["formula_text"] = formulaText, ["shape"] = TraitsJson(traits), ["outputs"] = n.Outputs,
             ["sequences"] = n.Sequences, ["sequence_length"] = n.SequenceLength, ["relative_tolerance"] = n.RelativeTolerance,
             ["smallest_kept"] = n.SmallestKept, ["largest_dropped"] = n.LargestDropped, ["smallest_dropped"] = n.SmallestDropped,

@@ -96,7 +96,9 @@ public static class JacobianNullity
     {
         if (o.Sequences > 0) return o.Sequences;
         long perSeq = (long)t.MaxPositions * (t.Vocab - 1);
-        return (int)Math.Max(1, Math.Ceiling(o.Oversample * parameters / perSeq));
+        double n = Math.Max(1, Math.Ceiling(o.Oversample * parameters / perSeq));
+        if (n > int.MaxValue) throw new AuditMemoryException($"{t.Describe()}: the Jacobian nullity would need {n:G3} sequences of {t.MaxPositions} positions for its {parameters:N0} parameters; choose a smaller shape");
+        return (int)n;
     }
 
     /// <summary>

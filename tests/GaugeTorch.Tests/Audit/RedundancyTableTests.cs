@@ -141,5 +141,12 @@ public class RedundancyTableTests(Xunit.Abstractions.ITestOutputHelper output)
         (code, _, err) = CliRunner.Run("audit", "--nullity", "--arch", "llama", "--heads", "4", "--kv-heads", "3");
         Assert.Equal(2, code);
         Assert.Contains("kv-heads", err);
+        // Options of another mode are refused, not ignored.
+        (code, _, err) = CliRunner.Run("audit", "--layers", "3");
+        Assert.Equal(2, code);
+        Assert.Contains("--layers applies to --nullity only", err);
+        (code, _, err) = CliRunner.Run("audit", "--nullity", "--tokens", "1,2");
+        Assert.Equal(2, code);
+        Assert.Contains("--tokens applies to --gradient only", err);
     }
 }
