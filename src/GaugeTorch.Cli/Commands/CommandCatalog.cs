@@ -11,6 +11,7 @@ public static class CommandCatalog
         yield return CanonicalizeCheckpointCommand.Create();
         yield return CompareCommand.Create();
         yield return TransformCommand.Create();
+        yield return AuditCommand.Create();
         yield return DownloadCommand.Create();
         yield return InspectCommand.Create();
         yield return LogitsCommand.Create();
