@@ -24,7 +24,7 @@ public static class AuditCommand
     public static Command Create()
     {
         var model = CliCommon.ModelArgument();
-        var json = new Option<string?>("--json") { Description = "Write the result as JSON to this file." };
+        var json = JsonOutput.Option("the result");
         var nullity = new Option<bool>("--nullity") { Description = "Certify the catalog: Jacobian nullity of a random model of the shape below (no MODEL). Exit 0: nullity = formula; 1: it is not." };
         var gradient = new Option<bool>("--gradient") { Description = "Gradient orthogonality on MODEL: the largest |<grad L, v>| / (|grad L| |v|) per continuous family (float64, streamed). Exit 0: all below 1e-12." };
         var arch = new Option<string?>("--arch") { Description = "--nullity: gpt2 (default), llama, qwen2 (q/k/v biases) or mistral." };
@@ -38,9 +38,7 @@ public static class AuditCommand
         var positions = new Option<int?>("--positions") { Description = "--nullity: P, the sequence length (and GPT-2's position table) (default 5)." };
         var untied = new Option<bool>("--untied") { Description = "--nullity: an untied head." };
         var sequences = new Option<int>("--sequences") { Description = "--nullity: random token sequences (default 0: enough for 2× the parameter count of outputs)." };
-        var text = new Option<string?>("--text") { Description = "--gradient: text to tokenize (default: a built-in paragraph)." };
-        var textFile = new Option<string?>("--text-file") { Description = "--gradient: read the text from this file." };
-        var tokenList = new Option<string?>("--tokens") { Description = "--gradient: comma-separated token ids instead of text." };
+        var text = new TextInput();
         var maxTokens = new Option<int?>("--max-tokens") { Description = "--gradient: truncate to this many tokens (default: the model's context)." };
         var tangents = new Option<int?>("--tangents") { Description = "--gradient: random tangents per family (default 3)." };
         var seed = new Option<long>("--seed") { Description = "Seed of the random model (--nullity) or tangents (--gradient).", DefaultValueFactory = _ => 0 };
@@ -49,13 +47,15 @@ public static class AuditCommand
             "--nullity certifies the catalog on a random model by Jacobian nullity; --gradient checks gradient orthogonality on MODEL. Exit 0: ok; 1: a check failed; 2: error.")
         {
             model, json, nullity, gradient, arch, layers, embd, heads, kvHeads, headDim, inner, vocab, positions, untied, sequences,
-            text, textFile, tokenList, maxTokens, tangents, seed,
+            maxTokens, tangents, seed,
         };
+        foreach (var o in text.Options) cmd.Options.Add(o);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             bool doNullity = r.GetValue(nullity), doGradient = r.GetValue(gradient);
             if (doNullity && doGradient) throw new ArgumentException("give --nullity or --gradient, not both");
             string? jsonPath = r.GetValue(json);
+            OutputPaths.File("--json", jsonPath, null, stdoutAllowed: true);
             var catalog = ProvisionalCatalog.Rows;
             // Options of one mode given to another would be silently ignored: refuse them by name.
             var shapeOptions = new (string Name, bool Given)[]
@@ -67,7 +67,7 @@ public static class AuditCommand
             };
             var gradientOptions = new (string Name, bool Given)[]
             {
-                ("--text", r.GetValue(text) is not null), ("--text-file", r.GetValue(textFile) is not null), ("--tokens", r.GetValue(tokenList) is not null),
+                ("--text", r.GetValue(text.Text) is not null), ("--text-file", r.GetValue(text.TextFile) is not null), ("--tokens", r.GetValue(text.Tokens) is not null),
                 ("--max-tokens", r.GetValue(maxTokens) is not null), ("--tangents", r.GetValue(tangents) is not null),
             };
             if (!doNullity && shapeOptions.FirstOrDefault(o => o.Given) is { Name: not null } so)
@@ -91,14 +91,7 @@ public static class AuditCommand
             {
                 int k = r.GetValue(tangents) ?? 3;
                 if (k < 1) throw new ArgumentException("--tangents must be at least 1");
-                string? textValue = r.GetValue(text), file = r.GetValue(textFile);
-                if (textValue is not null && file is not null) throw new ArgumentException("give --text or --text-file, not both");
-                if (file is not null)
-                {
-                    if (!File.Exists(file)) throw new FileNotFoundException($"--text-file: {file} not found");
-                    textValue = File.ReadAllText(file);
-                }
-                var ids = CliCommon.Tokens(textValue, r.GetValue(tokenList), ck.Traits.Vocab);
+                var ids = text.Resolve(r, ck.Traits.Vocab).Ids;
                 if (r.GetValue(maxTokens) is < 2) throw new ArgumentException("--max-tokens must be at least 2");
                 int cap = Math.Min(r.GetValue(maxTokens) ?? int.MaxValue, ck.Traits.MaxPositions);
                 if (ids.Length > cap) ids = ids[..cap];
@@ -119,7 +112,18 @@ public static class AuditCommand
 
     private static void WriteJson(string? path, JsonObject o, IEnumerable<string>? inputs = null)
     {
-        if (path is not null) AtomicFile.WriteAllText(path, o.ToJsonString(Indented), inputs);
+        if (path is not null) JsonOutput.Write(path, o, inputs);
+    }
+
+    /// <summary>Tables go to stdout unless the JSON does.</summary>
+    private static void Show(Spectre.Console.Rendering.IRenderable r, string? jsonPath)
+    {
+        if (!OutputPaths.IsStdout(jsonPath)) AnsiConsole.Write(r);
+    }
+
+    private static void Say(string markup, string? jsonPath)
+    {
+        if (!OutputPaths.IsStdout(jsonPath)) AnsiConsole.MarkupLine(markup);
     }
 
     private static int Table(Checkpoint ck, IEnumerable<FamilyRow> catalog, string? jsonPath)
@@ -130,14 +134,14 @@ public static class AuditCommand
         foreach (var row in table.Rows)
             t.AddRow(Markup.Escape(row.Name), Markup.Escape(row.Number), Markup.Escape(row.Formula), row.Continuous ? row.Dimension.ToString("N0") : "[grey]discrete[/]");
         t.AddRow("[bold]total (continuous)[/]", "", "", $"[bold]{table.Total:N0}[/]");
-        AnsiConsole.Write(t);
+        Show(t, jsonPath);
         var c = new Table().Title("beside the literature").AddColumn("count").AddColumn("formula").AddColumn(new TableColumn("value").RightAligned())
             .AddColumn(new TableColumn("% of parameters").RightAligned()).AddColumn("note");
         c.AddRow("[bold]this catalog[/]", "Σ families above", $"[bold]{table.Total:N0}[/]", $"[bold]{table.Percent:0.000} %[/]", "");
         foreach (var rc in table.References)
             c.AddRow(Markup.Escape(rc.Name), Markup.Escape(rc.Formula), rc.Value.ToString("N0"), $"{100.0 * rc.Value / table.Parameters:0.000} %", Markup.Escape(rc.Note));
         c.AddRow("parameters", "", table.Parameters.ToString("N0"), "100 %", ck.Tied ? "tied head counted once" : "untied head included");
-        AnsiConsole.Write(c);
+        Show(c, jsonPath);
         WriteJson(jsonPath, new JsonObject
         {
             ["model"] = ck.Directory,
@@ -185,12 +189,12 @@ public static class AuditCommand
         t.AddRow("threshold max(m, p)·ε", n.RelativeTolerance.ToString("0.00e+00"));
         t.AddRow("weakly broken (counted, σ/σ_max ≤ 1e-4)", n.WeakKept.Length == 0 ? "none" : Markup.Escape(string.Join(", ", n.WeakKept.Select(x => x.ToString("0.0e+00")))));
         t.AddRow("time", $"{seconds:0.0} s (Jacobian {n.JacobianSeconds:0.0} s, SVD {n.SvdSeconds:0.0} s)");
-        AnsiConsole.Write(t);
-        AnsiConsole.MarkupLine($"formula: {Markup.Escape(formulaText)}");
+        Show(t, jsonPath);
+        Say($"formula: {Markup.Escape(formulaText)}", jsonPath);
         if (!n.Clear)
-            AnsiConsole.MarkupLine($"[yellow]the singular-value gap {n.Gap:0.0e+00} is below {JacobianNullity.MinimumGap:0e+0}: the rank decision is not clear, so nothing is certified[/]");
-        AnsiConsole.MarkupLine(n.Certified ? $"[green]CERTIFIED[/]: nullity {n.Nullity:N0} = catalog formula {n.Formula:N0}"
-            : $"[red]NOT CERTIFIED[/]: nullity {n.Nullity:N0}, catalog formula {n.Formula:N0}");
+            Say($"[yellow]the singular-value gap {n.Gap:0.0e+00} is below {JacobianNullity.MinimumGap:0e+0}: the rank decision is not clear, so nothing is certified[/]", jsonPath);
+        Say(n.Certified ? $"[green]CERTIFIED[/]: nullity {n.Nullity:N0} = catalog formula {n.Formula:N0}"
+            : $"[red]NOT CERTIFIED[/]: nullity {n.Nullity:N0}, catalog formula {n.Formula:N0}", jsonPath);
         WriteJson(jsonPath, new JsonObject
         {
             ["nullity"] = n.Nullity, ["formula"] = n.Formula, ["params"] = n.Parameters, ["rank"] = n.Rank,
@@ -236,10 +240,10 @@ public static class AuditCommand
         foreach (var f in g.Families)
             t.AddRow(Markup.Escape(f.Name), f.Cosines.Count.ToString(), f.Max.ToString("0.00e+00"), (f.Max / eps).ToString("0.00e+00"),
                 $"≤ {GradientOrthogonality.Bound:0e+0}", f.Max <= GradientOrthogonality.Bound ? "[green]pass[/]" : "[red]FAIL[/]");
-        AnsiConsole.Write(t);
-        if (without.Count > 0) AnsiConsole.MarkupLine($"[yellow]no tangent sampler yet for: {Markup.Escape(string.Join(", ", without))}[/]");
-        AnsiConsole.MarkupLine($"{(passed ? "[green]PASSED[/]" : "[red]FAILED[/]")}: {g.Families.Count(f => f.Max <= GradientOrthogonality.Bound)}/{g.Families.Count} families; " +
-                               $"{seconds:0.0} s (forward {g.ForwardSeconds:0.0} s, backward {g.BackwardSeconds:0.0} s, tangents {g.TangentSeconds:0.0} s)");
+        Show(t, jsonPath);
+        if (without.Count > 0) Say($"[yellow]no tangent sampler yet for: {Markup.Escape(string.Join(", ", without))}[/]", jsonPath);
+        Say($"{(passed ? "[green]PASSED[/]" : "[red]FAILED[/]")}: {g.Families.Count(f => f.Max <= GradientOrthogonality.Bound)}/{g.Families.Count} families; " +
+                               $"{seconds:0.0} s (forward {g.ForwardSeconds:0.0} s, backward {g.BackwardSeconds:0.0} s, tangents {g.TangentSeconds:0.0} s)", jsonPath);
         WriteJson(jsonPath, new JsonObject
         {
             ["model"] = ck.Directory, ["traits"] = TraitsJson(traits), ["tokens"] = g.Tokens, ["loss"] = g.Loss, ["gradient_norm"] = g.GradientNorm,

@@ -209,7 +209,7 @@ public class GradientTests(ITestOutputHelper output)
         Assert.Contains("at least 2 tokens", err);
         (code, _, err) = CliRunner.Run("audit", model, "--gradient", "--text", "a", "--text-file", "b");
         Assert.Equal(2, code);
-        Assert.Contains("not both", err);
+        Assert.Contains("not --text and --text-file", err);
         (code, _, err) = CliRunner.Run("audit", model, "--gradient", "--text-file", "/nonexistent/text.txt");
         Assert.Equal(2, code);
         Assert.Contains("/nonexistent/text.txt", err);
