@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.Architectures.Gpt2;
+using GaugeTorch.Architectures.Llama;
 
 namespace GaugeTorch.Model;
 
@@ -7,7 +8,7 @@ namespace GaugeTorch.Model;
 public static class Architectures
 {
     /// <summary>model_type values GaugeTorch reads.</summary>
-    public static readonly IReadOnlyList<string> Supported = ["gpt2"];
+    public static readonly IReadOnlyList<string> Supported = ["gpt2", "llama", "qwen2", "mistral"];
 
     public static IArchitecture FromConfig(JsonObject config, string source)
     {
@@ -15,6 +16,7 @@ public static class Architectures
         return modelType switch
         {
             "gpt2" => new Gpt2Adapter(GaugeTorch.Gpt2.Gpt2Config.FromJson(config, source)),
+            "llama" or "qwen2" or "mistral" => new LlamaAdapter(LlamaConfig.FromJson(config, source)),
             _ => throw new GaugeTorch.Gpt2.Gpt2FormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
         };
     }
