@@ -243,6 +243,13 @@ public class LlamaCliTests(ITestOutputHelper output)
             Assert.Equal("the cat sat on the mat", words.Decode([1, 2, 3, 4, 1, 5]));
             Assert.Equal(new[] { 1, 0 }, words.Encode("the dog"));
         }
+        string dir3 = TestCheckpoints.NewTempDir("tok");
+        using (var sp = HfTokenizer.Open(TestTokenizers.Write(dir3, TestTokenizers.MetaspaceBpe)))
+        {
+            Assert.Equal(new[] { 0, 13, 18 }, sp.Encode("hello world"));
+            Assert.Equal("hello world", sp.Decode([0, 13, 18]));
+            Assert.Equal("world", sp.Decode([18]));   // the continuation alone loses its leading space
+        }
         string bad = TestCheckpoints.NewTempDir("tok");
         string path = Path.Combine(bad, "tokenizer.json");
         File.WriteAllText(path, "{\"model\": {\"type\": \"NoSuchModel\"}}");

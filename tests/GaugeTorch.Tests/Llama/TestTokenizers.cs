@@ -52,6 +52,23 @@ internal static class TestTokenizers
     }
     """;
 
+    /// <summary>
+    /// A SentencePiece-style BPE as Llama 2 and Mistral use (Metaspace "▁" pre-tokenizer and decoder, BOS added):
+    /// "hello world" → &lt;s&gt; ▁hello ▁world = [0, 13, 18]. Its decoder strips the leading "▁" of the first token, so a
+    /// continuation decoded on its own loses its space: why generate decodes the whole sequence.
+    /// </summary>
+    public const string MetaspaceBpe = """
+    {"version": "1.0", "truncation": null, "padding": null,
+     "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+     "normalizer": null,
+     "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+     "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [{"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}},
+     "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+     "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+       "vocab": {"<s>": 0, "▁": 1, "h": 2, "e": 3, "l": 4, "o": 5, "w": 6, "r": 7, "d": 8, "▁h": 9, "▁he": 10, "▁hel": 11, "▁hell": 12, "▁hello": 13, "▁w": 14, "▁wo": 15, "▁wor": 16, "▁worl": 17, "▁world": 18},
+       "merges": ["▁ h", "▁h e", "▁he l", "▁hel l", "▁hell o", "▁ w", "▁w o", "▁wo r", "▁wor l", "▁worl d"]}}
+    """;
+
     /// <summary>A word-level tokenizer.json whose words "w0" … "w{n−1}" are the ids 0 … n−1 (every model id decodes to a word).</summary>
     public static string Words(int n) =>
         "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": [], \"normalizer\": null, " +
