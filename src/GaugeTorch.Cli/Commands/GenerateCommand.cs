@@ -1,5 +1,6 @@
 using System.CommandLine;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Model;
+using GaugeTorch.Text;
 
 namespace GaugeTorch.Cli.Commands;
 
@@ -11,14 +12,15 @@ public static class GenerateCommand
         var text = new TextInput(required: true, "--prompt");
         var maxNew = new Option<int>("--max-new-tokens")
         {
-            Description = "How many tokens to add (greedy). Generation stops earlier, with a message, when prompt and new tokens fill the model's n_positions.",
+            Description = "How many tokens to add (greedy). Generation stops earlier, with a message, when prompt and new tokens fill the model's context (GPT-2's n_positions).",
             DefaultValueFactory = _ => 40,
         };
         var dtype = CliCommon.DTypeOption("float32");
         var allowNonFinite = CliCommon.AllowNonFiniteOption();
         var cmd = new Command("generate",
-            "Greedy continuation of a prompt, streamed to stdout token by token. Uses a key/value cache: each new token costs one position, " +
-            "and memory stays at the model plus the cache (75 MB for gpt2 at 1,024 positions in float32).")
+            "Greedy continuation of a prompt, streamed to stdout token by token (GPT-2, Llama, Qwen2, Mistral). GPT-2 uses a key/value cache: each new " +
+            "token costs one position, and memory stays at the model plus the cache (75 MB for gpt2 at 1,024 positions in float32). The LLaMA family " +
+            "recomputes the sequence at each step. Without a tokenizer.json, give --tokens; the output is then token ids.")
             { model, maxNew, dtype, allowNonFinite };
         foreach (var o in text.Options) cmd.Options.Add(o);
         cmd.SetAction(r => CliCommon.Run(() =>
@@ -26,32 +28,43 @@ public static class GenerateCommand
             int n = r.GetValue(maxNew);
             if (n < 0) throw new ArgumentException($"--max-new-tokens: {n} is negative");
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
-            using var ck = CliCommon.OpenModel(r.GetValue(model));
-            var c = ck.Config;
-            var prompt = text.Resolve(r, c.VocabSize);
-            if (prompt.Ids.Length > c.NPositions)
-                throw new ArgumentException($"the prompt's {prompt.Ids.Length} tokens exceed the model's context of {c.NPositions} positions");
-            using var m = CliCommon.LoadModel(ck, dt, r.GetValue(allowNonFinite));
-            var stdout = Console.Out;
-            stdout.Write(prompt.Text ?? Gpt2Tokenizer.Decode(prompt.Ids));
-            stdout.Flush();
-            var decoder = new Gpt2Tokenizer.StreamingDecoder();
-            int produced = 0;
-            foreach (int token in m.GenerateGreedy(prompt.Ids, n))
+            using var ck = CliModels.Open(r.GetValue(model));
+            var prompt = text.Resolve(r, ck);
+            int context = LanguageModels.ContextLength(ck);
+            if (prompt.Ids.Length > context)
+                throw new ArgumentException($"the prompt's {prompt.Ids.Length} tokens exceed the model's context of {context} positions");
+            using var m = CliModels.Load(ck, dt, r.GetValue(allowNonFinite));
+            var tokenizer = CliModels.Tokenizer(ck);
+            try
             {
-                produced++;
-                string piece = decoder.Add(token);
-                if (piece.Length > 0)
+                var stdout = Console.Out;
+                // GPT-2 prints the prompt as typed plus the continuation. Other tokenizers decode after the prompt's ids
+                // (SentencePiece-style decoders drop a lone continuation's leading space); without a tokenizer, ids.
+                bool gpt2 = ck.Architecture.Name == "gpt2";
+                stdout.Write(gpt2 ? prompt.Text ?? tokenizer!.Decode(prompt.Ids) : tokenizer is not null ? tokenizer.Decode(prompt.Ids) : string.Join(",", prompt.Ids));
+                stdout.Flush();
+                var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer, gpt2 ? null : prompt.Ids);
+                int produced = 0;
+                foreach (int token in m.GenerateGreedy(prompt.Ids, n))
                 {
-                    stdout.Write(piece);
-                    stdout.Flush(); // stream: each token appears as it is chosen
+                    produced++;
+                    string piece = decoder is null ? "," + token : decoder.Add(token);
+                    if (piece.Length > 0)
+                    {
+                        stdout.Write(piece);
+                        stdout.Flush(); // stream: each token appears as it is chosen
+                    }
                 }
+                stdout.WriteLine(decoder?.Flush() ?? "");
+                stdout.Flush();
+                if (produced < n)
+                    Console.Error.WriteLine($"generate: stopped after {produced} of {n} new tokens: the prompt ({prompt.Ids.Length} tokens) and the new tokens " +
+                                            $"fill the model's context of {context} positions");
             }
-            stdout.WriteLine(decoder.Flush());
-            stdout.Flush();
-            if (produced < n)
-                Console.Error.WriteLine($"generate: stopped after {produced} of {n} new tokens: the prompt ({prompt.Ids.Length} tokens) and the new tokens " +
-                                        $"fill the model's context of {c.NPositions} positions");
+            finally
+            {
+                (tokenizer as IDisposable)?.Dispose();
+            }
             return ExitCodes.Ok;
         }));
         return cmd;

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Model;
 using GaugeTorch.SafeTensors;
 using TorchSharp;
 
@@ -19,18 +19,19 @@ public static class LogitsCommand
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
-            using var ck = CliCommon.OpenModel(r.GetValue(model));
+            using var ck = CliModels.Open(r.GetValue(model));
             string outPath = r.GetValue(output)!;
             OutputPaths.File("--out", outPath, ck.InputFiles);
-            var input = text.Resolve(r, ck.Config.VocabSize);
+            var input = text.Resolve(r, ck);
             var ids = input.Ids;
-            if (ids.Length > ck.Config.NPositions) throw new ArgumentException($"{ids.Length} tokens exceed the model's {ck.Config.NPositions} positions");
-            using var m = CliCommon.LoadModel(ck, dt, r.GetValue(allowNonFinite));
+            int context = LanguageModels.ContextLength(ck);
+            if (ids.Length > context) throw new ArgumentException($"{ids.Length} tokens exceed the model's {context} positions");
+            using var m = CliModels.Load(ck, dt, r.GetValue(allowNonFinite));
             using var logits = m.Logits(ids);
             using var tok = torch.tensor(ids.Select(i => (long)i).ToArray(), torch.ScalarType.Int64);
             SafeTensorWriter.WriteAll(outPath, [new("logits", logits), new("tokens", tok)],
-                new Dictionary<string, string> { ["format"] = "pt", ["model"] = ck.Directory, ["dtype"] = dt.ToString() }, ck.InputFiles);
-            Console.Error.WriteLine($"wrote {outPath}: logits [{ids.Length}, {ck.Config.VocabSize}] {DTypes.FromScalarType(dt)} of {input.Description}");
+                new Dictionary<string, string> { ["format"] = "pt", ["model"] = Path.GetFileName(ck.Directory.TrimEnd('/')), ["dtype"] = dt.ToString() }, ck.InputFiles);
+            Console.Error.WriteLine($"wrote {outPath}: logits [{ids.Length}, {ck.Traits.Vocab}] {DTypes.FromScalarType(dt)} of {input.Description}");
             return ExitCodes.Ok;
         }));
         return cmd;

@@ -48,97 +48,18 @@ public static class CheckpointMaker
                 foreach (var b in Gpt2Keys.BufferSuffixes)
                     specs.Add((new TensorSpec(prefix + Gpt2Keys.Layer(l, b), DType.F32, Gpt2Keys.BufferShape(config, b)), Gpt2Keys.Layer(l, b)));
 
-        if (o.Shards > specs.Count)
-            throw new ArgumentException($"--shards {o.Shards}: this model has {specs.Count} tensors, so at most {specs.Count} shards (a shard holds whole tensors)");
-        string target = Path.GetFullPath(outDir).TrimEnd('/');
-        if (File.Exists(target)) throw new IOException($"{target}: exists and is a file (--out must be a directory)");
-        bool replace = Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any();
-        if (replace && !o.Force) throw new IOException($"{target}: directory exists and is not empty (choose another --out, or --force to replace it)");
-        string temp = TempFiles.CreateDirectory(target);
-        try
-        {
-            WriteInto(config, temp, specs, o, progress);
-            if (Directory.Exists(target) && !replace) Directory.Delete(target); // empty
-            TempFiles.CommitReplacing(temp, target);
-        }
-        catch
-        {
-            TempFiles.Delete(temp);
-            throw;
-        }
-    }
-
-    private static void WriteInto(Gpt2Config config, string outDir, List<(TensorSpec Spec, string Canonical)> specs, MakeCheckpointOptions o,
-                                  IProgress<(long Done, long Total)>? progress)
-    {
         var metadata = new Dictionary<string, string> { ["format"] = "pt", ["generator"] = "gaugetorch make-checkpoint", ["seed"] = o.Seed.ToString() };
-        long total = specs.Sum(s => s.Spec.ByteLength), done = 0;
-        var groups = Partition(specs, o.Shards);
-        var writers = new List<SafeTensorWriter>();
-        try
+        NewCheckpointDirectory.Write(outDir, specs, o.Shards, o.Force, metadata, config.ToJsonText(), (w, spec, source) =>
         {
-            var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
-            for (int s = 0; s < groups.Count; s++)
-            {
-                string file = groups.Count == 1 ? SafeTensorStore.SingleFileName : $"model-{s + 1:D5}-of-{groups.Count:D5}.safetensors";
-                var w = SafeTensorWriter.Create(Path.Combine(outDir, file), groups[s].Select(g => g.Spec), metadata);
-                writers.Add(w);
-                foreach (var (spec, canonical) in groups[s])
-                {
-                    using (var scope = NewDisposeScope())
-                    {
-                        var t = Generate(config, canonical, o.Seed, o.DType);
-                        w.Write(spec.Name, t);
-                    }
-                    weightMap[spec.Name] = file;
-                    done += spec.ByteLength;
-                    progress?.Report((done, total));
-                }
-            }
-            foreach (var w in writers) w.Commit();
-            if (groups.Count > 1)
-            {
-                var index = new JsonObject
-                {
-                    ["metadata"] = new JsonObject { ["total_size"] = total },
-                    ["weight_map"] = new JsonObject(weightMap.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
-                };
-                AtomicFile.WriteAllText(Path.Combine(outDir, SafeTensorStore.IndexFileName), index.ToJsonString(new() { WriteIndented = true }));
-            }
-            AtomicFile.WriteAllText(Path.Combine(outDir, "config.json"), config.ToJsonText());
-        }
-        finally
-        {
-            foreach (var w in writers) w.Dispose();
-        }
-    }
-
-    /// <summary>
-    /// Exactly <paramref name="shards"/> non-empty groups of consecutive tensors (needs shards ≤ specs.Count), about
-    /// equal in bytes: a new shard starts when the current one holds its share, or when the tensors left are only
-    /// just enough to give every remaining shard one (byte balance alone gave a tiny model's wte a shard of its own
-    /// and everything else a second one, for --shards 3).
-    /// </summary>
-    internal static List<List<(TensorSpec Spec, string Canonical)>> Partition(List<(TensorSpec Spec, string Canonical)> specs, int shards)
-    {
-        long total = specs.Sum(s => s.Spec.ByteLength);
-        long per = (total + shards - 1) / shards;
-        var groups = new List<List<(TensorSpec, string)>> { new() };
-        long acc = 0;
-        for (int i = 0; i < specs.Count; i++)
-        {
-            int tensorsLeft = specs.Count - i, shardsLeft = shards - groups.Count;
-            if (groups[^1].Count > 0 && shardsLeft > 0 && (acc >= per || tensorsLeft <= shardsLeft)) { groups.Add(new()); acc = 0; }
-            groups[^1].Add(specs[i]);
-            acc += specs[i].Spec.ByteLength;
-        }
-        return groups;
+            using var scope = NewDisposeScope();
+            w.Write(spec.Name, Generate(config, source, o.Seed, o.DType));
+        }, progress);
     }
 
     /// <summary>Draws one tensor. Deterministic in (seed, name).</summary>
     public static Tensor Generate(Gpt2Config c, string name, long seed, DType dtype)
     {
-        var gen = new Generator((ulong)StableHash(seed, name));
+        var gen = new Generator((ulong)NewCheckpointDirectory.StableHash(seed, name));
         var work = dtype == DType.F64 ? ScalarType.Float64 : ScalarType.Float32;
         string suffix = name.StartsWith("h.", StringComparison.Ordinal) ? name[(name.IndexOf('.', 2) + 1)..] : name;
         long[] shape = name switch
@@ -174,11 +95,4 @@ public static class CheckpointMaker
         return t.to_type(dtype.ToScalarType());
     }
 
-    private static long StableHash(long seed, string name)
-    {
-        // FNV-1a over the name, mixed with the seed: stable across runs and platforms.
-        ulong h = 1469598103934665603UL ^ (ulong)seed * 0x9E3779B97F4A7C15UL;
-        foreach (char ch in name) { h ^= ch; h *= 1099511628211UL; }
-        return (long)(h & 0x7FFFFFFFFFFFFFFFUL);
-    }
 }

@@ -17,7 +17,20 @@ public static class FiniteWeights
 
     /// <summary>Throws <see cref="NonFiniteWeightsException"/> unless every entry of <paramref name="t"/> is finite.</summary>
     /// <param name="name">The parameter's unprefixed name (wte.weight, h.0.attn.c_attn.weight, ...).</param>
-    public static void Require(Gpt2Checkpoint ck, string name, Tensor t)
+    public static void Require(Gpt2Checkpoint ck, string name, Tensor t) =>
+        Require(t, () => { string key = ck.Key(name); return (ck.Store.Contains(key) ? ck.Store.Entry(key).File : ck.Directory, key); });
+
+    /// <summary>The same check for a checkpoint of any architecture (<paramref name="name"/> unprefixed, as the module names it).</summary>
+    public static void Require(GaugeTorch.Model.Checkpoint ck, string name, Tensor t) =>
+        Require(t, () => { string key = ck.Key(name); return (ck.Store.Contains(key) ? ck.Store.Entry(key).File : ck.Directory, key); });
+
+    /// <summary>Every parameter of a loaded module whose parameter names are the checkpoint's unprefixed keys.</summary>
+    public static void RequireModule(GaugeTorch.Model.Checkpoint ck, GaugeTorch.Model.ICausalLanguageModel m)
+    {
+        foreach (var (name, p) in m.named_parameters()) Require(ck, name, p);
+    }
+
+    private static void Require(Tensor t, Func<(string File, string Key)> locate)
     {
         using var scope = NewDisposeScope();
         // Fast path: the sum is finite unless an entry is NaN or ±inf (or the sum overflows, which the exact check
@@ -29,8 +42,7 @@ public static class FiniteWeights
         long nan = t.isnan().sum().item<long>();
         long inf = t.isinf().sum().item<long>();
         long first = finite.flatten().logical_not().nonzero()[0, 0].item<long>();
-        string key = ck.Key(name);
-        string file = ck.Store.Contains(key) ? ck.Store.Entry(key).File : ck.Directory;
+        var (file, key) = locate();
         throw new NonFiniteWeightsException(file, key,
             $"{nan} NaN and {inf} infinite value(s) among {t.numel()} (first at flat index {first}); weights must be finite ({AllowOption} runs anyway)");
     }

@@ -109,7 +109,7 @@ public sealed class Gpt2Block : nn.Module<Tensor, Tensor>
 /// GPT-2 with its LM head, in float64 or float32, on the CPU (or CUDA in a CUDA build). The head is wte
 /// (tied) unless the checkpoint stores a different lm_head.weight.
 /// </summary>
-public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
+public sealed class Gpt2Model : nn.Module<Tensor, Tensor>, GaugeTorch.Model.ICausalLanguageModel
 {
     public Gpt2Embedding wte;   // [V, d]
     public Gpt2Embedding wpe;   // [P, d]

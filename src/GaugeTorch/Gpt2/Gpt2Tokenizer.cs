@@ -13,40 +13,6 @@ public static class Gpt2Tokenizer
 
     public static string Decode(IEnumerable<int> tokens) => Encoding.Value.Decode(tokens.ToList());
 
-    /// <summary>
-    /// Decodes a growing sequence of tokens piece by piece, for streaming output. A GPT-2 token is a byte string, and
-    /// one character may span two tokens: a trailing incomplete UTF-8 sequence decodes to U+FFFD, so that tail is held
-    /// back until the next token completes it (or <see cref="Flush"/>). What has been returned is always a prefix of
-    /// the decoding of the whole sequence.
-    /// </summary>
-    public sealed class StreamingDecoder
-    {
-        private readonly List<int> _ids = [];
-        private int _emitted;
-
-        /// <summary>Adds a token; returns the text that is now final (possibly empty).</summary>
-        public string Add(int id)
-        {
-            _ids.Add(id);
-            string text = Decode(_ids);
-            int end = text.Length;
-            while (end > _emitted && text[end - 1] == '\uFFFD') end--;
-            if (end <= _emitted) return "";
-            string piece = text[_emitted..end];
-            _emitted = end;
-            return piece;
-        }
-
-        /// <summary>The rest, held-back replacement characters included.</summary>
-        public string Flush()
-        {
-            string text = Decode(_ids);
-            string rest = text.Length > _emitted ? text[_emitted..] : "";
-            _emitted = text.Length;
-            return rest;
-        }
-    }
-
     /// <summary>Parses "1,2,3" into token ids, checking each against the vocabulary size.</summary>
     public static int[] ParseTokenList(string list, int vocabSize)
     {

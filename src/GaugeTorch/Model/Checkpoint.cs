@@ -64,7 +64,7 @@ public sealed class Checkpoint : IDisposable
             throw new FileNotFoundException($"{full}: model not found (expected a directory with config.json and model.safetensors)");
         string configPath = Path.Combine(dir, "config.json");
         var config = ReadConfig(configPath);
-        var arch = Architectures.FromConfig(config, configPath);
+        var arch = ArchitectureRegistry.FromConfig(config, configPath);
         var store = SafeTensorStore.Open(full);
         try
         {
@@ -80,7 +80,7 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Reads config.json as a JSON object, naming the file in every error.</summary>
     public static JsonObject ReadConfig(string configPath)
     {
-        if (!File.Exists(configPath)) throw new ModelFormatException($"{configPath}: not found (a model directory needs a config.json)");
+        if (!File.Exists(configPath)) throw new ModelFormatException($"{Path.GetDirectoryName(configPath)}: no config.json (a model directory needs one beside its safetensors)");
         JsonNode? root;
         try
         {
@@ -96,17 +96,39 @@ public sealed class Checkpoint : IDisposable
     private static Checkpoint Validate(string dir, string configPath, JsonObject config, IArchitecture arch, SafeTensorStore store)
     {
         string where = string.Join(", ", store.Files.Select(f => f.Path));
+        var problems = Problems(arch, store, out string prefix, out string? headKey, out var buffers, out DType? floatType);
+        if (problems.Count > 0)
+        {
+            string list = string.Join("\n  ", problems.Take(40)) + (problems.Count > 40 ? $"\n  ... and {problems.Count - 40} more" : "");
+            throw new ModelFormatException($"{where}: not a {arch.Name} checkpoint matching {configPath} ({problems.Count} problem(s)):\n  {list}");
+        }
+        bool equal = false;
+        if (headKey is not null)
+        {
+            string embKey = prefix + arch.EmbeddingName;
+            equal = store.Entry(headKey).DType == store.Entry(embKey).DType && store.ReadBytes(headKey).AsSpan().SequenceEqual(store.ReadBytes(embKey));
+        }
+        bool tied = arch.ResolveTied(headKey is not null, equal, where);
+        return new Checkpoint(dir, configPath, config, arch, store, prefix, tied, headKey is not null, floatType!.Value, buffers);
+    }
+
+    /// <summary>Every way <paramref name="store"/> fails to be a checkpoint of <paramref name="arch"/> (names, shapes, dtypes), one line each.</summary>
+    public static List<string> Problems(IArchitecture arch, SafeTensorStore store) => Problems(arch, store, out _, out _, out _, out _);
+
+    private static List<string> Problems(IArchitecture arch, SafeTensorStore store, out string prefix, out string? headKey, out List<string> buffers, out DType? floatType)
+    {
         string? optional = arch.OptionalPrefix;
         bool prefixed = optional is not null && store.Entries.Any(e => e.Name.StartsWith(optional, StringComparison.Ordinal) && e.Name != arch.HeadName);
-        string prefix = prefixed ? optional! : "";
-        var expected = arch.Parameters().ToDictionary(p => prefix + p.Name, p => p.Shape, StringComparer.Ordinal);
+        string pre = prefixed ? optional! : "";
+        prefix = pre;
+        var expected = arch.Parameters().ToDictionary(p => pre + p.Name, p => p.Shape, StringComparer.Ordinal);
         var t = arch.Traits;
         long[] headShape = [t.Vocab, t.Hidden];
 
         var problems = new List<string>();
-        var buffers = new List<string>();
-        string? headKey = null;
-        DType? floatType = null;
+        buffers = [];
+        headKey = null;
+        floatType = null;
         foreach (var e in store.Entries)
         {
             string unprefixed = prefix.Length > 0 && e.Name.StartsWith(prefix, StringComparison.Ordinal) ? e.Name[prefix.Length..] : e.Name;
@@ -128,19 +150,7 @@ public sealed class Checkpoint : IDisposable
         }
         foreach (var name in expected.Keys)
             if (!store.Contains(name)) problems.Add($"missing tensor '{name}'");
-        if (problems.Count > 0)
-        {
-            string list = string.Join("\n  ", problems.Take(40)) + (problems.Count > 40 ? $"\n  ... and {problems.Count - 40} more" : "");
-            throw new ModelFormatException($"{where}: not a {arch.Name} checkpoint matching {configPath} ({problems.Count} problem(s)):\n  {list}");
-        }
-        bool equal = false;
-        if (headKey is not null)
-        {
-            string embKey = prefix + arch.EmbeddingName;
-            equal = store.Entry(headKey).DType == store.Entry(embKey).DType && store.ReadBytes(headKey).AsSpan().SequenceEqual(store.ReadBytes(embKey));
-        }
-        bool tied = arch.ResolveTied(headKey is not null, equal, where);
-        return new Checkpoint(dir, configPath, config, arch, store, prefix, tied, headKey is not null, floatType!.Value, buffers);
+        return problems;
     }
 
     /// <summary>The stored key of an unprefixed parameter name (the head is looked up as stored).</summary>

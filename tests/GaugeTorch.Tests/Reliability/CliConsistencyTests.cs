@@ -21,7 +21,7 @@ public class CliConsistencyTests
     {
         // Old: compare and inspect took a bare --json flag, the others a FILE.
         var withJson = Commands().Where(c => Find(c, "--json") is not null).Select(c => c.Name).Order().ToList();
-        Assert.Equal(["canonicalize-checkpoint", "compare", "inspect", "verify-invariance"], withJson);
+        Assert.Equal(["audit", "canonicalize-checkpoint", "compare", "inspect", "verify-invariance"], withJson);
         foreach (var c in Commands().Where(c => Find(c, "--json") is not null))
         {
             var o = Find(c, "--json")!;

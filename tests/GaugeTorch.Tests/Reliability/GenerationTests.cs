@@ -95,7 +95,7 @@ public class GenerationTests
         // "é€" is 2 + 3 UTF-8 bytes; GPT-2's BPE splits such text into byte tokens.
         const string text = "café € naïve 😀 end";
         var ids = Gpt2Tokenizer.Encode(text);
-        var d = new Gpt2Tokenizer.StreamingDecoder();
+        var d = new GaugeTorch.Text.StreamingDecoder(GaugeTorch.Text.Gpt2TextTokenizer.Instance);
         var pieces = ids.Select(d.Add).ToList();
         string streamed = string.Concat(pieces) + d.Flush();
         Assert.Equal(text, streamed);

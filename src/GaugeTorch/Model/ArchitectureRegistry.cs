@@ -1,13 +1,14 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.Architectures.Gpt2;
+using GaugeTorch.Architectures.Llama;
 
 namespace GaugeTorch.Model;
 
 /// <summary>Chooses the <see cref="IArchitecture"/> adapter of a config.json by its model_type.</summary>
-public static class Architectures
+public static class ArchitectureRegistry
 {
     /// <summary>model_type values GaugeTorch reads.</summary>
-    public static readonly IReadOnlyList<string> Supported = ["gpt2"];
+    public static readonly IReadOnlyList<string> Supported = ["gpt2", "llama", "qwen2", "mistral"];
 
     public static IArchitecture FromConfig(JsonObject config, string source)
     {
@@ -15,7 +16,8 @@ public static class Architectures
         return modelType switch
         {
             "gpt2" => new Gpt2Adapter(GaugeTorch.Gpt2.Gpt2Config.FromJson(config, source)),
-            _ => throw new GaugeTorch.Gpt2.Gpt2FormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
+            "llama" or "qwen2" or "mistral" => new LlamaAdapter(LlamaConfig.FromJson(config, source)),
+            _ => throw new ModelFormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
         };
     }
 }
