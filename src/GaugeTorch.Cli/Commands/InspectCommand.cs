@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using Spectre.Console;
 
 namespace GaugeTorch.Cli.Commands;

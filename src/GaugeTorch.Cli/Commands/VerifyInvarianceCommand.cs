@@ -3,7 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using GaugeTorch.Evaluation;
 using GaugeTorch.Gauge;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using Spectre.Console;
 using TorchSharp;
 

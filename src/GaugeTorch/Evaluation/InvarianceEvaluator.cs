@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using GaugeTorch.Gauge;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;

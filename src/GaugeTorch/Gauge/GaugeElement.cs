@@ -1,5 +1,5 @@
 using GaugeTorch.Gauge.Invalid;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 using static TorchSharp.torch;
 

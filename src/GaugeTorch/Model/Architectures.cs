@@ -14,8 +14,8 @@ public static class Architectures
         string modelType = config["model_type"] is JsonValue v && v.TryGetValue(out string? s) ? s : "gpt2";
         return modelType switch
         {
-            "gpt2" => new Gpt2Adapter(GaugeTorch.Gpt2.Gpt2Config.FromJson(config, source)),
-            _ => throw new GaugeTorch.Gpt2.Gpt2FormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
+            "gpt2" => new Gpt2Adapter(Gpt2Config.FromJson(config, source)),
+            _ => throw new ModelFormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
         };
     }
 }

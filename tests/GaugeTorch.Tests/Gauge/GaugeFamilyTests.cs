@@ -1,6 +1,6 @@
 using GaugeTorch.Evaluation;
 using GaugeTorch.Gauge;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Fixtures;
 using TorchSharp;

@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 // Module names equal the HuggingFace checkpoint keys (nanoGPT style): named_parameters() yields
 // "wte.weight", "h.0.attn.c_attn.weight", ... so loading is a name-for-name copy. Parameters are created

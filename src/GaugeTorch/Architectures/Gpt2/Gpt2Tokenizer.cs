@@ -1,6 +1,6 @@
 using SharpToken;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>GPT-2's byte-level BPE (tiktoken's r50k_base, via SharpToken).</summary>
 public static class Gpt2Tokenizer

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>The GPT-2 hyper-parameters GaugeTorch reads from a HuggingFace <c>config.json</c>.</summary>
 public sealed record Gpt2Config
@@ -128,4 +128,4 @@ public sealed record Gpt2Config
 }
 
 /// <summary>A GPT-2 checkpoint or configuration that GaugeTorch cannot use; the message names the file and tensors.</summary>
-public sealed class Gpt2FormatException(string message) : Exception(message);
+public sealed class Gpt2FormatException(string message) : GaugeTorch.Model.ModelFormatException(message);

@@ -2,7 +2,7 @@ using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>
 /// A HuggingFace GPT-2 checkpoint on disk: <c>config.json</c> plus <c>model.safetensors</c> (or an index and

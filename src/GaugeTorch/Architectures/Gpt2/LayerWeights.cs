@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>
 /// The twelve parameters of one transformer block, as stored (Conv1D weights [in, out]). Gauge transformations

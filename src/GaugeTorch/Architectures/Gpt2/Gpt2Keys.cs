@@ -1,4 +1,4 @@
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>
 /// The checkpoint key names of HuggingFace GPT-2, without the optional <c>transformer.</c> prefix.

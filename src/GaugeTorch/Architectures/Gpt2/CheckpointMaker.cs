@@ -3,7 +3,7 @@ using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>Options for <see cref="CheckpointMaker"/>.</summary>
 public sealed record MakeCheckpointOptions

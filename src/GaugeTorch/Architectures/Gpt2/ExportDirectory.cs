@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.SafeTensors;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>
 /// Writes a standard HuggingFace GPT-2 directory derived from an input checkpoint: config.json (tie_word_embeddings

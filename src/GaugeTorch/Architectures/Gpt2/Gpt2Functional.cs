@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>
 /// GPT-2's forward pass as plain functions of the stored tensors, in whatever dtype they have. The module

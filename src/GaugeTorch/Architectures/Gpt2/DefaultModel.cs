@@ -1,4 +1,4 @@
-namespace GaugeTorch.Gpt2;
+namespace GaugeTorch.Architectures.Gpt2;
 
 /// <summary>The small trained GPT-2 that ships with GaugeTorch, used whenever a command is given no MODEL.</summary>
 public static class DefaultModel
