@@ -60,6 +60,22 @@ public static class CliCommon
     /// <summary>Opens MODEL with a one-line status on stderr.</summary>
     public static Gpt2Checkpoint OpenModel(string? path) => Gpt2Checkpoint.Open(path);
 
+    /// <summary>Opens MODEL as an architecture-neutral checkpoint (its adapter chosen by config.json's model_type).</summary>
+    public static GaugeTorch.Model.Checkpoint OpenCheckpoint(string? path) => GaugeTorch.Model.Checkpoint.Open(path);
+
+    /// <summary>Parses --families for this model (the library's message, prefixed with the option).</summary>
+    public static IReadOnlyList<GaugeTorch.Symmetry.SymmetryFamily> Families(string spec, GaugeTorch.Model.ModelTraits traits)
+    {
+        try
+        {
+            return GaugeTorch.Symmetry.SymmetryCatalog.Parse(spec, traits);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--families: {e.Message}", e);
+        }
+    }
+
     /// <summary>Loads the full model, with a progress bar when stderr is a terminal and the load is large.</summary>
     public static Gpt2Model LoadModel(Gpt2Checkpoint ck, torch.ScalarType dtype)
     {

@@ -2,8 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using GaugeTorch.Evaluation;
-using GaugeTorch.Gauge;
-using GaugeTorch.Architectures.Gpt2;
+using GaugeTorch.Symmetry;
 using Spectre.Console;
 using TorchSharp;
 
@@ -11,17 +10,6 @@ namespace GaugeTorch.Cli.Commands;
 
 public static class VerifyInvarianceCommand
 {
-    /// <summary>Default tolerance (in ε of the compute dtype) for the papers' families 1–3.</summary>
-    public const double PaperToleranceEps = 100;
-    /// <summary>
-    /// Default tolerance (in ε) for families 4–10 and for all families together. Chosen from measurements
-    /// (docs/invariance.md): the worst valid error measured was 40.5 ε (all families together on gpt2-xl shapes,
-    /// 48 layers); rounding grows with depth, so the bound leaves a 25× margin while any real error (≥ 1e-3) is
-    /// ten orders of magnitude above it.
-    /// </summary>
-    public const double ExtendedToleranceEps = 1000;
-    public const double InvalidThreshold = 1e-3;
-
     public static Command Create()
     {
         var model = CliCommon.ModelArgument();
@@ -29,12 +17,12 @@ public static class VerifyInvarianceCommand
         var textFile = new Option<string?>("--text-file") { Description = "Read the text from this file." };
         var tokenList = new Option<string?>("--tokens") { Description = "Comma-separated token ids instead of text (for models with a small vocabulary)." };
         var transforms = new Option<int>("--transforms") { Description = "Random elements per family, per all-together group and per invalid control.", DefaultValueFactory = _ => 4 };
-        var families = new Option<string>("--families") { Description = "all, paper, or a comma list of: " + string.Join(", ", GaugeCatalog.All.Select(f => f.CliName())), DefaultValueFactory = _ => "all" };
+        var families = new Option<string>("--families") { Description = "all (every family that holds for the model), paper, or a comma list of: " + string.Join(", ", SymmetryCatalog.Names), DefaultValueFactory = _ => "all" };
         var dtype = CliCommon.DTypeOption();
         var seed = new Option<long>("--seed") { Description = "Seed; the same seed samples the same elements.", DefaultValueFactory = _ => 0 };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var plot = new Option<string?>("--plot") { Description = "Write an SVG histogram of log10 errors (valid vs invalid) to this file." };
-        var tolerance = new Option<double?>("--tolerance") { Description = $"Pass bound for valid families, in ε of the compute dtype (default {PaperToleranceEps} ε for families 1–3, {ExtendedToleranceEps} ε for 4–10 and all together)." };
+        var tolerance = new Option<double?>("--tolerance") { Description = $"Pass bound for valid families, in ε of the compute dtype (default {InvarianceVerdict.PaperToleranceEps} ε for families 1–3, {InvarianceVerdict.ExtendedToleranceEps} ε for the others and all together)." };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Truncate the tokenized text to this many tokens (0 = the model's context).", DefaultValueFactory = _ => 0 };
         var noControls = new Option<bool>("--no-controls") { Description = "Skip the invalid controls." };
         var cmd = new Command("verify-invariance",
@@ -48,7 +36,6 @@ public static class VerifyInvarianceCommand
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
             int n = r.GetValue(transforms);
             if (n < 1) throw new ArgumentException("--transforms must be at least 1");
-            var fams = GaugeCatalog.Parse(r.GetValue(families)!);
             double? tolOpt = r.GetValue(tolerance);
             if (tolOpt is <= 0) throw new ArgumentException("--tolerance must be positive");
             string? textValue = r.GetValue(text);
@@ -59,11 +46,12 @@ public static class VerifyInvarianceCommand
                 if (!File.Exists(file)) throw new FileNotFoundException($"--text-file: {file} not found");
                 textValue = File.ReadAllText(file);
             }
-            using var ck = CliCommon.OpenModel(r.GetValue(model));
-            var tokens = CliCommon.Tokens(textValue, r.GetValue(tokenList), ck.Config.VocabSize);
-            int cap = r.GetValue(maxTokens) > 0 ? Math.Min(r.GetValue(maxTokens), ck.Config.NPositions) : ck.Config.NPositions;
+            using var ck = CliCommon.OpenCheckpoint(r.GetValue(model));
+            var fams = CliCommon.Families(r.GetValue(families)!, ck.Traits);
+            var tokens = CliCommon.Tokens(textValue, r.GetValue(tokenList), ck.Traits.Vocab);
+            int cap = r.GetValue(maxTokens) > 0 ? Math.Min(r.GetValue(maxTokens), ck.Traits.MaxPositions) : ck.Traits.MaxPositions;
             if (tokens.Length > cap) tokens = tokens[..cap];
-            var cases = InvarianceEvaluator.StandardCases(ck.Config, fams, n, r.GetValue(seed), !r.GetValue(noControls));
+            var cases = InvarianceEvaluator.StandardCases(ck.Traits, fams, n, r.GetValue(seed), !r.GetValue(noControls));
             double eps = InvarianceMetrics.EpsMach(dt);
 
             InvarianceRunResult? run = null;
@@ -73,25 +61,14 @@ public static class VerifyInvarianceCommand
             else
                 CliCommon.Progress().Start(ctx =>
                 {
-                    var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Config.NLayer} layers", maxValue: ck.Config.NLayer);
+                    var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Traits.Layers} layers", maxValue: ck.Traits.Layers);
                     run = InvarianceEvaluator.Run(ck, tokens, dt, cases, new Progress<(int Layer, int Layers)>(p => task.Value = p.Layer));
                 });
             sw.Stop();
 
-            var groups = new List<GroupSummary>();
-            foreach (var g in run!.Cases.GroupBy(c => c.Group))
-            {
-                var errs = g.Select(c => c.RelativeError).ToList();
-                bool valid = g.First().Valid;
-                bool paper = valid && fams.Any(f => f.CliName() == g.Key && f.IsPaperFamily());
-                double tolEps = tolOpt ?? (paper ? PaperToleranceEps : ExtendedToleranceEps);
-                double max = errs.Max();
-                bool passed = valid ? max <= tolEps * eps : errs.Min() >= InvalidThreshold;
-                groups.Add(new GroupSummary(g.Key, valid, errs.Count, errs.Min(), InvarianceMetrics.Quantile(errs, 0.5), InvarianceMetrics.Quantile(errs, 0.9),
-                    InvarianceMetrics.Quantile(errs, 0.99), max, valid ? tolEps * eps : InvalidThreshold, passed,
-                    g.Min(c => c.Top1Agreement), g.Max(c => c.MaxKl)));
-            }
-            bool allPassed = groups.All(g => g.Passed);
+            if (run is null) throw new InvalidOperationException("the evaluation produced no result");
+            var groups = InvarianceVerdict.Summarize(run, tolOpt);
+            bool allPassed = InvarianceVerdict.AllPassed(groups);
             PrintTable(ck, tokens.Length, dt, eps, groups, run, sw.Elapsed.TotalSeconds);
 
             if (r.GetValue(json) is string jsonPath)
@@ -132,9 +109,7 @@ public static class VerifyInvarianceCommand
         return cmd;
     }
 
-    private sealed record GroupSummary(string Name, bool Valid, int Count, double Min, double Median, double P90, double P99, double Max, double Bound, bool Passed, double Top1, double MaxKl);
-
-    private static void PrintTable(Gpt2Checkpoint ck, int tokens, torch.ScalarType dt, double eps, List<GroupSummary> groups, InvarianceRunResult run, double seconds)
+    private static void PrintTable(GaugeTorch.Model.Checkpoint ck, int tokens, torch.ScalarType dt, double eps, IReadOnlyList<InvarianceGroup> groups, InvarianceRunResult run, double seconds)
     {
         bool f32 = dt == torch.ScalarType.Float32;
         var t = new Table().Title($"relative error of row-centred logits — {Markup.Escape(ck.Directory)}, {(f32 ? "float32" : "float64")}, {tokens} tokens, ε = {eps:G3}");

@@ -148,6 +148,12 @@ public sealed class GlobalView : IDisposable
         return this;
     }
 
+    public GlobalView DetachFromDisposeScope()
+    {
+        foreach (var (_, t) in Named()) t.DetachFromDisposeScope();
+        return this;
+    }
+
     public void Dispose()
     {
         foreach (var (_, t) in Named()) t.Dispose();
