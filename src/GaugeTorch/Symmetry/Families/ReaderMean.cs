@@ -21,7 +21,8 @@ public sealed class ReaderMean : SymmetryFamily
     public override bool HoldsFor(ModelTraits t) => t.Norm == NormKind.LayerNorm && t.QkvBias && t.MlpBias;
 
     public override string DimensionFormula(ModelTraits t) =>
-        t.KvHeads == t.QueryHeads && t.QueryHeads * t.HeadDim == t.Hidden && t.Mlp == MlpKind.GeluNew ? "L·(3d + F)" : "L·((H + 2G)·hd + F·m)";
+        t.KvHeads == t.QueryHeads && t.QueryHeads * t.HeadDim == t.Hidden && t.Mlp == MlpKind.GeluNew ? "L·(3d + F)"
+        : t.Mlp == MlpKind.SwiGlu ? "L·((H + 2G)·hd + 2F)" : "L·((H + 2G)·hd + F)";
 
     public override long Dimension(ModelTraits t) =>
         (long)t.Layers * ((long)(t.QueryHeads + 2 * t.KvHeads) * t.HeadDim + (long)t.Inner * (t.Mlp == MlpKind.SwiGlu ? 2 : 1));

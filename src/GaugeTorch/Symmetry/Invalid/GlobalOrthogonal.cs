@@ -26,7 +26,8 @@ public sealed class GlobalOrthogonal : SymmetryFamily
 
     public override FamilyElement Sample(SampleKey key, ModelTraits t)
     {
-        var q = SharedTensor.Of(() => GaugeRandom.Orthogonal(t.Hidden, key.For(-1, Name)));
+        // Keyed "global-orthogonal" as every earlier release drew it, so that a seed gives the same control.
+        var q = SharedTensor.Of(() => GaugeRandom.Orthogonal(t.Hidden, key.For(-1, "global-orthogonal")));
         return new DrawnElement(layer: (_, _) => new GlobalOrthogonalAction(q.Value), globals: _ => new GlobalOrthogonalAction(q.Value), dispose: q.Dispose);
     }
 }
