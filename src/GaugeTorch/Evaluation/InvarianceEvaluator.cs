@@ -52,6 +52,20 @@ public static class InvarianceEvaluator
         return cases;
     }
 
+    /// <summary>
+    /// A layer tensor cast to the compute dtype. Q, K and V are laid out [d, n, hd] (one strided copy that also casts)
+    /// so that the forward reads each as one [d, n·hd] matrix without copying it again.
+    /// </summary>
+    private static Tensor ForCompute(string role, Tensor x, ScalarType dtype)
+    {
+        if (role is not ("q" or "k" or "v")) return x.to_type(dtype).contiguous();
+        var flat = empty([x.shape[1], x.shape[0], x.shape[2]], dtype);
+        flat.copy_(x.permute(1, 0, 2));
+        using (flat) return flat.permute(1, 0, 2);
+    }
+
+    private static Tensor Role(LayerView w, string role) => w.Named().First(p => p.Role == role).Tensor;
+
     public static InvarianceRunResult Run(Checkpoint ck, int[] tokens, ScalarType compute, IReadOnlyList<InvarianceCase> cases, IProgress<(int Layer, int Layers)>? progress = null)
     {
         using var _ = no_grad();
@@ -98,7 +112,7 @@ public static class InvarianceEvaluator
                 if (l + 1 < t.Layers) prefetch = stream.Prefetch(l + 1);
                 // One float64 copy of the layer per pass; every case samples from and transforms that copy.
                 using var stored = stream.Read(l, ScalarType.Float64);
-                using var w = compute == ScalarType.Float64 ? null : stored.To(compute);
+                using var w = compute == ScalarType.Float64 ? null : stored.MapNamed((role, x) => ForCompute(role, x, compute));
                 load.Stop();
                 fwd.Start();
                 var nx = Forward.Block(x, w ?? stored, t, rope);
@@ -109,8 +123,9 @@ public static class InvarianceEvaluator
                 {
                     using var scope = NewDisposeScope();
                     gauge.Start();
-                    var w64 = cases[k].Element.SampleLayer(l, stored).Apply(stored, t);
-                    var wk = compute == ScalarType.Float64 ? w64 : w64.To(compute);
+                    var (w64, moved) = cases[k].Element.SampleLayer(l, stored).ApplyTracked(stored, t);
+                    // In float32 only the tensors the element moved are cast; the others are the reference's own.
+                    var wk = w is null ? w64 : w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
                     gauge.Stop();
                     fwd.Start();
                     var nk = Forward.Block(xs[k]!, wk, t, rope).DetachFromDisposeScope();

@@ -64,12 +64,20 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
     /// The transformed block as a new float64 view that owns all its tensors; <paramref name="stored"/> is not modified.
     /// Tensors no action moves share the stored storage (no copy); every intermediate is freed on return.
     /// </summary>
-    public LayerView Apply(LayerView stored, ModelTraits t) => TorchThreads.SingleThreaded(() =>
+    public LayerView Apply(LayerView stored, ModelTraits t) => ApplyTracked(stored, t).View;
+
+    /// <summary>
+    /// <see cref="Apply"/>, also returning the roles (as in <see cref="LayerView.Named"/>) whose tensors an action
+    /// replaced; the others hold the stored values, so a consumer may reuse what it made of the stored tensors.
+    /// </summary>
+    public (LayerView View, IReadOnlySet<string> Moved) ApplyTracked(LayerView stored, ModelTraits t) => TorchThreads.SingleThreaded(() =>
     {
         using var scope = NewDisposeScope();
         var w = stored.Map(x => x.dtype == ScalarType.Float64 ? x.alias() : x.to_type(ScalarType.Float64));
+        var start = w.Named().ToDictionary(p => p.Role, p => p.Tensor);
         foreach (var a in Actions) a.Apply(w, t);
-        return w.Map(x => x.alias()).MoveToOuterDisposeScope();
+        var moved = w.Named().Where(p => !start.TryGetValue(p.Role, out var s) || !ReferenceEquals(s, p.Tensor)).Select(p => p.Role).ToHashSet();
+        return (w.Map(x => x.alias()).MoveToOuterDisposeScope(), (IReadOnlySet<string>)moved);
     });
 
     /// <summary>The inverse: inverse actions in reverse order.</summary>
