@@ -72,6 +72,9 @@ public class CompleteCatalogTests(ITestOutputHelper output)
         Assert.True(code == 0, err);
         (code, _, err) = CliRunner.Run("transform", src, "--out", Path.Combine(root, "fold"), "--families", "paper", "--residual-rotation");
         Assert.True(code == 0, err);
+        // Every family of the untied catalog (the unfolded rotation included), then the fold and its rotation.
+        (code, _, err) = CliRunner.Run("transform", src, "--out", Path.Combine(root, "both"), "--residual-rotation", "--seed", "5");
+        Assert.True(code == 0, err);
         using var input = Checkpoint.Open(src);
         using var family = Checkpoint.Open(Path.Combine(root, "family"));
         using var fold = Checkpoint.Open(Path.Combine(root, "fold"));
@@ -82,7 +85,7 @@ public class CompleteCatalogTests(ITestOutputHelper output)
         Assert.True(gFold.allclose(ones_like(gFold)), "--residual-rotation folds the norms");
         Assert.Equal("true", fold.Store.Metadata["gaugetorch_residual_rotation"]);
         Assert.Equal("false", family.Store.Metadata["gaugetorch_residual_rotation"]);
-        foreach (var dir in new[] { "family", "fold" })
+        foreach (var dir in new[] { "family", "fold", "both" })
         {
             double e = ReferenceError(src, Path.Combine(root, dir));
             Assert.True(e <= 100 * Eps64, $"{dir}: {e:G3}");
