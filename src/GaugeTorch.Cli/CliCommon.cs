@@ -1,5 +1,5 @@
 using System.CommandLine;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using Spectre.Console;
 using TorchSharp;
@@ -73,7 +73,7 @@ public static class CliCommon
     public static double Eps(torch.ScalarType t) => t == torch.ScalarType.Float64 ? Math.Pow(2, -52) : Math.Pow(2, -23);
 
     /// <summary>--allow-nonfinite: the explicit way past <see cref="FiniteWeights"/>.</summary>
-    public static Option<bool> AllowNonFiniteOption(string what = "Run") => new(FiniteWeights.AllowOption)
+    public static Option<bool> AllowNonFiniteOption(string what = "Run") => new(GaugeTorch.Model.FiniteWeights.AllowOption)
     {
         Description = $"{what} even when a weight is NaN or infinite (by default such a checkpoint is refused, naming the file and tensor).",
     };
@@ -99,32 +99,20 @@ public static class CliCommon
     /// <summary>Opens MODEL with a one-line status on stderr.</summary>
     public static Gpt2Checkpoint OpenModel(string? path) => Gpt2Checkpoint.Open(path);
 
-    /// <summary>
-    /// Loads the full model, with a progress bar when stderr is a terminal and the load is large, and refuses NaN or
-    /// infinite weights by name unless <paramref name="allowNonFinite"/>.
-    /// </summary>
-    public static Gpt2Model LoadModel(Gpt2Checkpoint ck, torch.ScalarType dtype, bool allowNonFinite = false)
+    /// <summary>Opens MODEL as an architecture-neutral checkpoint (its adapter chosen by config.json's model_type).</summary>
+    public static GaugeTorch.Model.Checkpoint OpenCheckpoint(string? path) => GaugeTorch.Model.Checkpoint.Open(path);
+
+    /// <summary>Parses --families for this model (the library's message, prefixed with the option).</summary>
+    public static IReadOnlyList<GaugeTorch.Symmetry.SymmetryFamily> Families(string spec, GaugeTorch.Model.ModelTraits traits)
     {
-        long bytes = ck.Store.TotalBytes;
-        Gpt2Model? model = null;
-        if (bytes < 200_000_000 || Console.IsErrorRedirected) model = Gpt2Model.Load(ck, dtype, ComputeDevice.Default);
-        else
-            Progress().Start(ctx =>
-            {
-                var task = ctx.AddTask($"loading {Path.GetFileName(ck.Directory)}", maxValue: 1.0);
-                model = Gpt2Model.Load(ck, dtype, ComputeDevice.Default, progress: new Progress<(long Done, long Total)>(p => task.Value = (double)p.Done / Math.Max(1, p.Total)));
-                task.Value = 1.0;
-            });
         try
         {
-            if (!allowNonFinite) FiniteWeights.RequireModel(ck, model!);
+            return GaugeTorch.Symmetry.SymmetryCatalog.Parse(spec, traits);
         }
-        catch
+        catch (ArgumentException e)
         {
-            model!.Dispose();
-            throw;
+            throw new ArgumentException($"--families: {e.Message}", e);
         }
-        return model!;
     }
 
     /// <summary>A Spectre progress display writing to stderr, so stdout stays clean for tables and JSON.</summary>

@@ -1,4 +1,4 @@
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.Text;
 using TorchSharp;
@@ -7,13 +7,12 @@ namespace GaugeTorch.Cli;
 
 /// <summary>
 /// The architecture-neutral model path of the commands that run a model (inspect, logits, generate): open any
-/// supported checkpoint through <see cref="Checkpoint"/>, load its module as an <see cref="ICausalLanguageModel"/>, and
-/// turn --text / --prompt / --tokens into token ids with the model's tokenizer (GPT-2: the built-in BPE; others: the
-/// tokenizer.json in the model directory).
+/// supported checkpoint through <see cref="Checkpoint"/> (<see cref="CliCommon.OpenCheckpoint"/>), load its module as an
+/// <see cref="ICausalLanguageModel"/>, and find the model's tokenizer (GPT-2: the built-in BPE; others: the tokenizer.json
+/// in the model directory), which <see cref="TextInput"/> uses for --text / --prompt.
 /// </summary>
 public static class CliModels
 {
-    public static Checkpoint Open(string? path) => Checkpoint.Open(path);
 
     /// <summary>
     /// Loads the full model, with a progress bar when stderr is a terminal and the load is large, and refuses NaN or
@@ -47,37 +46,5 @@ public static class CliModels
     {
         if (ck.Architecture.Name == "gpt2") return Gpt2TextTokenizer.Instance;
         return HfTokenizer.Find(ck.Directory) is string p ? HfTokenizer.Open(p) : null;
-    }
-
-    /// <summary>Token ids as <see cref="Tokens(Checkpoint, ITextTokenizer?, string?, string?, string)"/>, opening (and closing) the tokenizer only when text is to be encoded.</summary>
-    public static int[] Tokens(Checkpoint ck, string? text, string? tokenList, string textOption)
-    {
-        var tokenizer = text is null && tokenList is not null ? null : Tokenizer(ck);
-        try
-        {
-            return Tokens(ck, tokenizer, text, tokenList, textOption);
-        }
-        finally
-        {
-            (tokenizer as IDisposable)?.Dispose();
-        }
-    }
-
-    /// <summary>
-    /// Token ids from text (<paramref name="textOption"/> names the option in errors) or a comma-separated id list.
-    /// With neither, the built-in paragraph is encoded. For GPT-2 this is exactly <see cref="CliCommon.Tokens"/> (same ids, same errors).
-    /// </summary>
-    public static int[] Tokens(Checkpoint ck, ITextTokenizer? tokenizer, string? text, string? tokenList, string textOption)
-    {
-        int vocab = ck.Traits.Vocab;
-        if (text is not null && tokenList is not null) throw new ArgumentException($"give {textOption} or --tokens, not both");
-        if (tokenList is not null) return Gpt2Tokenizer.ParseTokenList(tokenList, vocab);
-        if (tokenizer is null)
-            throw new ArgumentException($"{ck.Directory}: no {HfTokenizer.FileName} to encode text with; give token ids with --tokens (e.g. --tokens 1,2,3)");
-        var ids = tokenizer.Encode(text ?? Gpt2Tokenizer.BuiltInText);
-        if (ids.Length == 0) throw new ArgumentException($"{textOption}: the text encodes to no tokens");
-        foreach (int id in ids)
-            if (id >= vocab) throw new ArgumentException($"{textOption}: token {id} is outside this model's vocabulary of {vocab}");
-        return ids;
     }
 }

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using GaugeTorch.Gauge.Canonical;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Canonical;
 using static TorchSharp.torch;

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 
 // Measurements for docs/benchmarks.md (run by scripts/bench-foundation.sh). Each mode prints one JSON object on stdout.

@@ -3,7 +3,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using TorchSharp;
 using TorchSharp.Modules;

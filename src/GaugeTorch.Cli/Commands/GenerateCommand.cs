@@ -28,7 +28,7 @@ public static class GenerateCommand
             int n = r.GetValue(maxNew);
             if (n < 0) throw new ArgumentException($"--max-new-tokens: {n} is negative");
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
-            using var ck = CliModels.Open(r.GetValue(model));
+            using var ck = CliCommon.OpenCheckpoint(r.GetValue(model));
             var prompt = text.Resolve(r, ck);
             int context = LanguageModels.ContextLength(ck);
             if (prompt.Ids.Length > context)

@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Architectures.Llama;
-using GaugeTorch.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.SafeTensors;
 using Spectre.Console;
@@ -26,7 +25,7 @@ public static class InspectCommand
         {
             string? jsonPath = r.GetValue(json);
             if (r.GetValue(noValidate)) return Unvalidated(r.GetValue(model), jsonPath);
-            using var ck = CliModels.Open(r.GetValue(model));
+            using var ck = CliCommon.OpenCheckpoint(r.GetValue(model));
             OutputPaths.File("--json", jsonPath, ck.InputFiles, stdoutAllowed: true);
             var t = ck.Traits;
             long pars = LanguageModels.ParameterCount(ck);

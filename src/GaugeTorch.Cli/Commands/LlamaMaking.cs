@@ -1,5 +1,5 @@
 using GaugeTorch.Architectures.Llama;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.SafeTensors;
 

@@ -19,7 +19,7 @@ public static class LogitsCommand
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
-            using var ck = CliModels.Open(r.GetValue(model));
+            using var ck = CliCommon.OpenCheckpoint(r.GetValue(model));
             string outPath = r.GetValue(output)!;
             OutputPaths.File("--out", outPath, ck.InputFiles);
             var input = text.Resolve(r, ck);

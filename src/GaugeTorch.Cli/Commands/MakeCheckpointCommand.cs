@@ -1,5 +1,5 @@
 using System.CommandLine;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 
 namespace GaugeTorch.Cli.Commands;

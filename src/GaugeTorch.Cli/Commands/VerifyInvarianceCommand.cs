@@ -1,9 +1,7 @@
 using System.CommandLine;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using GaugeTorch.Evaluation;
-using GaugeTorch.Gauge;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Symmetry;
 using Spectre.Console;
 using TorchSharp;
 
@@ -11,23 +9,12 @@ namespace GaugeTorch.Cli.Commands;
 
 public static class VerifyInvarianceCommand
 {
-    /// <summary>Default tolerance (in ε of the compute dtype) for the papers' families 1–3.</summary>
-    public const double PaperToleranceEps = 100;
-    /// <summary>
-    /// Default tolerance (in ε) for families 4–10 and for all families together. Chosen from measurements
-    /// (docs/invariance.md): the worst valid error measured was 40.5 ε (all families together on gpt2-xl shapes,
-    /// 48 layers); rounding grows with depth, so the bound leaves a 25× margin while any real error (≥ 1e-3) is
-    /// ten orders of magnitude above it.
-    /// </summary>
-    public const double ExtendedToleranceEps = 1000;
-    public const double InvalidThreshold = 1e-3;
-
     public static Command Create()
     {
         var model = CliCommon.ModelArgument();
         var text = new TextInput();
         var transforms = new Option<int>("--transforms") { Description = "Random elements per family, per all-together group and per invalid control.", DefaultValueFactory = _ => 4 };
-        var families = new Option<string>("--families") { Description = "all, paper, or a comma list of: " + string.Join(", ", GaugeCatalog.All.Select(f => f.CliName())), DefaultValueFactory = _ => "all" };
+        var families = new Option<string>("--families") { Description = "all (every family that holds for the model), paper, or a comma list of: " + string.Join(", ", SymmetryCatalog.Names), DefaultValueFactory = _ => "all" };
         var dtype = CliCommon.DTypeOption();
         var seed = new Option<long>("--seed") { Description = "Seed; the same seed samples the same elements.", DefaultValueFactory = _ => 0 };
         var json = JsonOutput.Option();
@@ -35,8 +22,8 @@ public static class VerifyInvarianceCommand
         var tolerance = new Option<double?>("--tolerance")
         {
             Description = $"Pass bound for the valid families, in units of ε, the machine epsilon of --dtype (2.2e-16 for float64, 1.2e-7 for float32): " +
-                          $"the largest relative error of the row-centred logits allowed is tolerance·ε. Default {PaperToleranceEps} for families 1–3, " +
-                          $"{ExtendedToleranceEps} for 4–10 and all together (docs/invariance.md).",
+                          $"the largest relative error of the row-centred logits allowed is tolerance·ε. Default {InvarianceVerdict.PaperToleranceEps} for families 1–3, " +
+                          $"{InvarianceVerdict.ExtendedToleranceEps} for the other families and all together (docs/invariance.md).",
         };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Use at most this many tokens of the text (0 = up to the model's context).", DefaultValueFactory = _ => 0 };
         var noControls = new Option<bool>("--no-controls") { Description = "Skip the invalid controls." };
@@ -53,19 +40,19 @@ public static class VerifyInvarianceCommand
             var dt = CliCommon.ParseComputeDType(r.GetValue(dtype)!);
             int n = r.GetValue(transforms);
             if (n < 1) throw new ArgumentException($"--transforms: {n} is less than 1");
-            var fams = GaugeCatalog.Parse(r.GetValue(families)!);
             double? tolOpt = r.GetValue(tolerance);
             if (tolOpt is not null && !(tolOpt > 0 && double.IsFinite(tolOpt.Value))) throw new ArgumentException($"--tolerance: {tolOpt} is not a positive number (units of ε)");
             int maxTok = r.GetValue(maxTokens);
             if (maxTok < 0) throw new ArgumentException($"--max-tokens: {maxTok} is negative (0 means up to the model's context)");
             string? jsonPath = r.GetValue(json), plotPath = r.GetValue(plot);
-            using var ck = CliCommon.OpenModel(r.GetValue(model));
+            using var ck = CliCommon.OpenCheckpoint(r.GetValue(model));
+            var fams = CliCommon.Families(r.GetValue(families)!, ck.Traits);
             // Every output is checked before the work: a read-only --json directory used to fail after PASSED.
             OutputPaths.File("--json", jsonPath, ck.InputFiles, stdoutAllowed: true);
             OutputPaths.File("--plot", plotPath, ck.InputFiles);
-            var input = text.Resolve(r, ck.Config.VocabSize).Take(maxTok > 0 ? Math.Min(maxTok, ck.Config.NPositions) : ck.Config.NPositions);
+            var input = text.Resolve(r, ck).Take(maxTok > 0 ? Math.Min(maxTok, ck.Traits.MaxPositions) : ck.Traits.MaxPositions);
             var tokens = input.Ids;
-            var cases = InvarianceEvaluator.StandardCases(ck.Config, fams, n, r.GetValue(seed), !r.GetValue(noControls));
+            var cases = InvarianceEvaluator.StandardCases(ck.Traits, fams, n, r.GetValue(seed), !r.GetValue(noControls));
             double eps = InvarianceMetrics.EpsMach(dt);
 
             InvarianceRunResult? run = null;
@@ -75,26 +62,14 @@ public static class VerifyInvarianceCommand
             else
                 CliCommon.Progress().Start(ctx =>
                 {
-                    var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Config.NLayer} layers", maxValue: ck.Config.NLayer);
+                    var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Traits.Layers} layers", maxValue: ck.Traits.Layers);
                     run = InvarianceEvaluator.Run(ck, tokens, dt, cases, new Progress<(int Layer, int Layers)>(p => task.Value = p.Layer), r.GetValue(allowNonFinite));
                 });
             sw.Stop();
 
-            var groups = new List<GroupSummary>();
-            foreach (var g in run!.Cases.GroupBy(c => c.Group))
-            {
-                var errs = g.Select(c => c.RelativeError).ToList();
-                bool valid = g.First().Valid;
-                bool paper = valid && fams.Any(f => f.CliName() == g.Key && f.IsPaperFamily());
-                double tolEps = tolOpt ?? (paper ? PaperToleranceEps : ExtendedToleranceEps);
-                // NaN counts as a failure on both sides (Max/Min would skip it or keep it depending on position).
-                double max = errs.Any(double.IsNaN) ? double.NaN : errs.Max();
-                bool passed = valid ? max <= tolEps * eps : errs.All(e => e >= InvalidThreshold);
-                groups.Add(new GroupSummary(g.Key, valid, errs.Count, errs.Min(), InvarianceMetrics.Quantile(errs, 0.5), InvarianceMetrics.Quantile(errs, 0.9),
-                    InvarianceMetrics.Quantile(errs, 0.99), max, valid ? tolEps * eps : InvalidThreshold, passed,
-                    g.Min(c => c.Top1Agreement), g.Max(c => c.MaxKl)));
-            }
-            bool allPassed = groups.All(g => g.Passed);
+            if (run is null) throw new InvalidOperationException("the evaluation produced no result");
+            var groups = InvarianceVerdict.Summarize(run, tolOpt);
+            bool allPassed = InvarianceVerdict.AllPassed(groups);
             if (!OutputPaths.IsStdout(jsonPath)) PrintTable(ck, input.Description, dt, eps, groups, run, sw.Elapsed.TotalSeconds);
 
             if (jsonPath is not null)
@@ -102,7 +77,7 @@ public static class VerifyInvarianceCommand
                 var o = new JsonObject
                 {
                     ["model"] = ck.Directory,
-                    ["dtype"] = dt == torch.ScalarType.Float64 ? "float64" : "float32",
+                    ["dtype"] = InvarianceVerdict.DTypeName(dt),
                     ["eps_mach"] = eps,
                     ["tokens"] = tokens.Length,
                     ["text"] = input.Description,
@@ -136,9 +111,7 @@ public static class VerifyInvarianceCommand
         return cmd;
     }
 
-    private sealed record GroupSummary(string Name, bool Valid, int Count, double Min, double Median, double P90, double P99, double Max, double Bound, bool Passed, double Top1, double MaxKl);
-
-    private static void PrintTable(Gpt2Checkpoint ck, string text, torch.ScalarType dt, double eps, List<GroupSummary> groups, InvarianceRunResult run, double seconds)
+    private static void PrintTable(GaugeTorch.Model.Checkpoint ck, string text, torch.ScalarType dt, double eps, IReadOnlyList<InvarianceGroup> groups, InvarianceRunResult run, double seconds)
     {
         bool f32 = dt == torch.ScalarType.Float32;
         static string E(double v) => double.IsNaN(v) ? "NaN" : v.ToString("0.00e+00");

@@ -1,166 +1,175 @@
 using System.Diagnostics;
-using GaugeTorch.Gauge;
-using GaugeTorch.Gpt2;
-using GaugeTorch.SafeTensors;
-using TorchSharp;
+using GaugeTorch.Model;
+using GaugeTorch.Pipeline;
+using GaugeTorch.Symmetry;
 using static TorchSharp.torch;
 
 namespace GaugeTorch.Evaluation;
 
-/// <summary>One transformed copy of the model to check: a valid group element or an invalid control.</summary>
-public sealed record InvarianceCase(string Group, bool Valid, GaugeElement Element);
+/// <summary>
+/// One transformed copy of the model to check: a valid group element or an invalid control. <see cref="Group"/> is
+/// the family's name, "all-together", or the control's name; <see cref="Paper"/> marks the papers' families.
+/// </summary>
+public sealed record InvarianceCase(string Group, bool Valid, bool Paper, GroupElement Element);
 
 /// <summary>The measured error of one case.</summary>
-public sealed record InvarianceCaseResult(string Group, bool Valid, double RelativeError, double Top1Agreement, double MaxKl);
+public sealed record InvarianceCaseResult(string Group, bool Valid, bool Paper, double RelativeError, double Top1Agreement, double MaxKl);
 
 public sealed record InvarianceRunResult(
     IReadOnlyList<InvarianceCaseResult> Cases, int Tokens, ScalarType ComputeType,
     double GaugeSeconds, double ForwardSeconds, double LoadSeconds);
 
 /// <summary>
-/// Runs the original model and every transformed copy together, streaming the checkpoint layer by layer: each layer
-/// is read from the memory-mapped file once, every case's transformed layer is made from it in float64 (then cast
-/// to the compute dtype), used for that case's hidden state [T, d] and dropped. Memory is one layer per case at a
-/// time plus the embeddings, whatever the model size.
+/// Runs the original model and every transformed copy together through the streaming pipeline: each layer is read
+/// from the memory-mapped file once, every case's transformed layer is made from it in float64 (then cast to the
+/// compute dtype), used for that case's hidden state [T, d] and freed, and the layer's pages are released. The globals
+/// are read once; a case's global part acts on them lazily (<see cref="GlobalState"/>): on the T input rows and as a
+/// map of the T final states, so a case costs O(T·d + T·V) memory, never a copy of the embedding or the head. Memory
+/// is the globals once plus about one layer per case at a time, whatever the model size; every tensor is disposed
+/// deterministically.
 /// </summary>
 public static class InvarianceEvaluator
 {
-    public static IReadOnlyList<InvarianceCase> StandardCases(Gpt2Config c, IReadOnlyList<GaugeFamily> families, int perGroup, long seed, bool controls)
+    /// <summary>
+    /// For each family, <paramref name="perGroup"/> elements of that family alone; then as many of all families
+    /// together (when more than one); then, with <paramref name="controls"/>, as many of each invalid control that
+    /// applies. Element k uses stream k of <paramref name="seed"/>.
+    /// </summary>
+    public static IReadOnlyList<InvarianceCase> StandardCases(ModelTraits traits, IReadOnlyList<SymmetryFamily> families, int perGroup, long seed, bool controls)
     {
         var cases = new List<InvarianceCase>();
         int stream = 0;
         foreach (var f in families)
             for (int i = 0; i < perGroup; i++)
-                cases.Add(new InvarianceCase(f.CliName(), true, new GaugeElement(c, [f], seed, stream++)));
+                cases.Add(new InvarianceCase(f.Name, true, f.IsPaper, new GroupElement([f], seed, stream++, traits)));
         if (families.Count > 1)
             for (int i = 0; i < perGroup; i++)
-                cases.Add(new InvarianceCase("all-together", true, new GaugeElement(c, families, seed, stream++)));
+                cases.Add(new InvarianceCase("all-together", true, false, new GroupElement(families, seed, stream++, traits)));
         if (controls)
-            foreach (var ctl in Enum.GetValues<InvalidControl>())
+            foreach (var ctl in SymmetryCatalog.ControlsFor(traits))
                 for (int i = 0; i < perGroup; i++)
-                    cases.Add(new InvarianceCase(ctl.CliName(), false, new GaugeElement(c, [], seed, stream++, ctl)));
+                    cases.Add(new InvarianceCase(ctl.Name, false, false, new GroupElement([ctl], seed, stream++, traits)));
         return cases;
     }
 
+    /// <summary>
+    /// A layer tensor cast to the compute dtype. Q, K and V are laid out [d, n, hd] (one strided copy that also casts)
+    /// so that the forward reads each as one [d, n·hd] matrix without copying it again.
+    /// </summary>
+    private static Tensor ForCompute(string role, Tensor x, ScalarType dtype)
+    {
+        if (role is not ("q" or "k" or "v")) return x.to_type(dtype).contiguous();
+        var flat = empty([x.shape[1], x.shape[0], x.shape[2]], dtype);
+        flat.copy_(x.permute(1, 0, 2));
+        using (flat) return flat.permute(1, 0, 2);
+    }
+
+    private static Tensor Role(LayerView w, string role) => w.Named().First(p => p.Role == role).Tensor;
+
     /// <param name="allowNonFinite">Run on NaN or infinite weights instead of refusing them by name (<see cref="FiniteWeights"/>).</param>
-    public static InvarianceRunResult Run(Gpt2Checkpoint ck, int[] tokens, ScalarType compute, IReadOnlyList<InvarianceCase> cases,
+    public static InvarianceRunResult Run(Checkpoint ck, int[] tokens, ScalarType compute, IReadOnlyList<InvarianceCase> cases,
                                           IProgress<(int Layer, int Layers)>? progress = null, bool allowNonFinite = false)
     {
         using var _ = no_grad();
-        var c = ck.Config;
-        if (tokens.Length > c.NPositions) throw new ArgumentException($"{tokens.Length} tokens exceed the model's {c.NPositions} positions");
+        var t = ck.Traits;
+        if (tokens.Length == 0) throw new ArgumentException("no tokens to evaluate on");
+        if (tokens.Length > t.MaxPositions) throw new ArgumentException($"{tokens.Length} tokens exceed the model's {t.MaxPositions} positions");
+        foreach (int id in tokens)
+            if (id < 0 || id >= t.Vocab) throw new ArgumentException($"token {id} is outside the model's vocabulary [0, {t.Vocab})");
         double eps = InvarianceMetrics.EpsMach(compute);
         var gauge = new Stopwatch();
         var fwd = new Stopwatch();
         var load = Stopwatch.StartNew();
-        using var tok = tensor(tokens.Select(t => (long)t).ToArray(), ScalarType.Int64);
-        using var globals = ck.LoadGlobals(compute);
+        var stream = new LayerStream(ck);
+        using var tok = tensor(tokens.Select(i => (long)i).ToArray(), ScalarType.Int64);
+        using var globals = stream.ReadGlobals(compute);
         if (!allowNonFinite) FiniteWeights.RequireGlobals(ck, globals);
         load.Stop();
-
-        // Embeddings.
-        fwd.Start();
-        var x = Gpt2Functional.Embed(tok, globals.Wte, globals.Wpe);
-        fwd.Stop();
-        var xs = new Tensor[cases.Count];
-        var offsets = new EmbeddingOffset?[cases.Count];
-        for (int k = 0; k < cases.Count; k++)
+        var states = new GlobalState?[cases.Count];
+        var xs = new Tensor?[cases.Count];
+        Tensor? x = null;
+        (Tensor Cos, Tensor Sin)? rope = null;
+        Task? prefetch = null;
+        try
         {
-            var e = cases[k].Element;
-            if (e.HasEmbeddingOffset)
-            {
-                gauge.Start();
-                using var scope = NewDisposeScope();
-                using var wte64 = ck.Load(Gpt2Keys.Wte, ScalarType.Float64);
-                using var wpe64 = ck.Load(Gpt2Keys.Wpe, ScalarType.Float64);
-                var off = e.SampleGlobal(wte64, wpe64)!;
-                off.U.DetachFromDisposeScope();
-                off.CPos.DetachFromDisposeScope();
-                offsets[k] = off;
-                var (wte2, wpe2) = off.Apply(wte64, wpe64);
-                var wteC = wte2.to_type(compute);
-                var wpeC = wpe2.to_type(compute);
-                gauge.Stop();
-                fwd.Start();
-                xs[k] = Gpt2Functional.Embed(tok, wteC, wpeC).DetachFromDisposeScope();
-                fwd.Stop();
-            }
-            else if (e.GlobalRotation is { } rot)
-            {
-                gauge.Start();
-                xs[k] = matmul(x.to_type(ScalarType.Float64), rot.Q).to_type(compute).DetachFromDisposeScope();
-                gauge.Stop();
-            }
-            else xs[k] = x.clone();
-        }
-
-        for (int l = 0; l < c.NLayer; l++)
-        {
-            load.Start();
-            // One float64 copy of the layer per pass; every case samples from and transforms that copy.
-            using var stored = ck.LoadLayer(l, ScalarType.Float64);
-            if (!allowNonFinite) FiniteWeights.RequireLayer(ck, l, stored);
-            using var w = compute == ScalarType.Float64 ? stored : stored.To(compute);
-            load.Stop();
             fwd.Start();
-            var nx = Gpt2Functional.Block(x, w, c);
-            x.Dispose();
-            x = nx;
+            rope = Forward.RopeTables(t, 0, tokens.Length);
+            x = Forward.Embed(tok, globals);
             fwd.Stop();
             for (int k = 0; k < cases.Count; k++)
             {
+                gauge.Start();
                 using var scope = NewDisposeScope();
-                gauge.Start();
-                var element = cases[k].Element.SampleLayer(l, stored);
-                var w64 = element.Apply(stored, c);
-                var wk = compute == ScalarType.Float64 ? w64 : w64.To(compute);
+                var state = new GlobalState(globals, t);
+                states[k] = state;
+                cases[k].Element.SampleGlobals(globals).Apply(state);
+                xs[k] = state.EmbedInput(tok, compute).DetachFromDisposeScope();
                 gauge.Stop();
-                fwd.Start();
-                var nk = Gpt2Functional.Block(xs[k], wk, c).DetachFromDisposeScope();
-                xs[k].Dispose();
-                xs[k] = nk;
-                fwd.Stop();
             }
-            progress?.Report((l + 1, c.NLayer));
-        }
 
-        fwd.Start();
-        using var reference = Gpt2Functional.Head(x, globals, c);
-        fwd.Stop();
-        x.Dispose();
-        var results = new List<InvarianceCaseResult>();
-        for (int k = 0; k < cases.Count; k++)
-        {
-            using var scope = NewDisposeScope();
-            Tensor logits;
-            if (offsets[k] is { } off)
+            prefetch = stream.Prefetch(0);
+            for (int l = 0; l < t.Layers; l++)
             {
-                gauge.Start();
-                var (wte2, _) = off.Apply(ck.Load(Gpt2Keys.Wte, ScalarType.Float64), ck.Load(Gpt2Keys.Wpe, ScalarType.Float64));
-                var g2 = new GlobalWeights { Wte = wte2.to_type(compute), Wpe = globals.Wpe, LnFW = globals.LnFW, LnFB = globals.LnFB, LmHead = globals.LmHead };
-                gauge.Stop();
+                load.Start();
+                prefetch.GetAwaiter().GetResult();
+                if (l + 1 < t.Layers) prefetch = stream.Prefetch(l + 1);
+                // One float64 copy of the layer per pass; every case samples from and transforms that copy.
+                using var stored = stream.Read(l, ScalarType.Float64);
+                if (!allowNonFinite) FiniteWeights.RequireLayer(ck, l, stored);
+                using var w = compute == ScalarType.Float64 ? null : stored.MapNamed((role, x) => ForCompute(role, x, compute));
+                load.Stop();
                 fwd.Start();
-                logits = Gpt2Functional.Head(xs[k], g2, c);
+                var nx = Forward.Block(x, w ?? stored, t, rope);
+                x.Dispose();
+                x = nx;
                 fwd.Stop();
+                for (int k = 0; k < cases.Count; k++)
+                {
+                    using var scope = NewDisposeScope();
+                    gauge.Start();
+                    var (w64, moved) = cases[k].Element.SampleLayer(l, stored).ApplyTracked(stored, t);
+                    // In float32 only the tensors the element moved are cast; the others are the reference's own.
+                    var wk = w is null ? w64 : w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
+                    gauge.Stop();
+                    fwd.Start();
+                    var nk = Forward.Block(xs[k]!, wk, t, rope).DetachFromDisposeScope();
+                    xs[k]!.Dispose();
+                    xs[k] = nk;
+                    fwd.Stop();
+                }
+                stream.Release(l);
+                progress?.Report((l + 1, t.Layers));
             }
-            else if (cases[k].Element.GlobalRotation is { } rot)
+            prefetch.GetAwaiter().GetResult();
+
+            fwd.Start();
+            using var reference = Forward.Head(x, globals, t);
+            fwd.Stop();
+            var results = new List<InvarianceCaseResult>();
+            for (int k = 0; k < cases.Count; k++)
             {
+                using var scope = NewDisposeScope();
                 fwd.Start();
-                var n = Gpt2Functional.LayerNorm(xs[k], globals.LnFW, globals.LnFB, c.LayerNormEpsilon);
-                var rotated = matmul(n.to_type(ScalarType.Float64), rot.Q.t()).to_type(compute);
-                logits = matmul(rotated, globals.Head.t());
+                var logits = states[k]!.Logits(xs[k]!);
                 fwd.Stop();
+                var cmp = InvarianceMetrics.Compare(reference, logits, eps);
+                results.Add(new InvarianceCaseResult(cases[k].Group, cases[k].Valid, cases[k].Paper, cmp.RelativeError, cmp.Top1Agreement, cmp.MaxKl));
+                xs[k]!.Dispose();
+                xs[k] = null;
+                states[k]!.Dispose();
+                states[k] = null;
             }
-            else
-            {
-                fwd.Start();
-                logits = Gpt2Functional.Head(xs[k], globals, c);
-                fwd.Stop();
-            }
-            var cmp = InvarianceMetrics.Compare(reference, logits, eps);
-            results.Add(new InvarianceCaseResult(cases[k].Group, cases[k].Valid, cmp.RelativeError, cmp.Top1Agreement, cmp.MaxKl));
-            xs[k].Dispose();
+            return new InvarianceRunResult(results, tokens.Length, compute, gauge.Elapsed.TotalSeconds, fwd.Elapsed.TotalSeconds, load.Elapsed.TotalSeconds);
         }
-        return new InvarianceRunResult(results, tokens.Length, compute, gauge.Elapsed.TotalSeconds, fwd.Elapsed.TotalSeconds, load.Elapsed.TotalSeconds);
+        finally
+        {
+            // A page-touching task must not outlive this call (the checkpoint's mapping may be closed next).
+            try { prefetch?.Wait(); } catch (AggregateException) { }
+            x?.Dispose();
+            foreach (var xk in xs) xk?.Dispose();
+            foreach (var s in states) s?.Dispose();
+            foreach (var c in cases) c.Element.Dispose();
+            if (rope is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }
+        }
     }
 }

@@ -14,8 +14,8 @@ public static class InvarianceMetrics
     public static double RelativeError(Tensor reference, Tensor other, double epsMach)
     {
         using var scope = NewDisposeScope();
-        var y = Gpt2.Gpt2Functional.RowCentre(reference.to_type(ScalarType.Float64));
-        var y2 = Gpt2.Gpt2Functional.RowCentre(other.to_type(ScalarType.Float64));
+        var y = GaugeTorch.Model.Forward.RowCentre(reference.to_type(ScalarType.Float64));
+        var y2 = GaugeTorch.Model.Forward.RowCentre(other.to_type(ScalarType.Float64));
         double num = (y2 - y).norm().item<double>();
         double den = y.norm().item<double>() + epsMach;
         return num / den;

@@ -15,7 +15,7 @@ public static class ArchitectureRegistry
         string modelType = config["model_type"] is JsonValue v && v.TryGetValue(out string? s) ? s : "gpt2";
         return modelType switch
         {
-            "gpt2" => new Gpt2Adapter(GaugeTorch.Gpt2.Gpt2Config.FromJson(config, source)),
+            "gpt2" => new Gpt2Adapter(Gpt2Config.FromJson(config, source)),
             "llama" or "qwen2" or "mistral" => new LlamaAdapter(LlamaConfig.FromJson(config, source)),
             _ => throw new ModelFormatException($"{source}: model_type '{modelType}' is not supported (supported: {string.Join(", ", Supported)})"),
         };

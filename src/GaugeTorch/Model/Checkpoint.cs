@@ -57,7 +57,7 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Opens MODEL: a directory, a .safetensors file or an index (config.json beside it). Null means the embedded demo model.</summary>
     public static Checkpoint Open(string? path)
     {
-        path ??= GaugeTorch.Gpt2.DefaultModel.Path;
+        path ??= GaugeTorch.Architectures.Gpt2.DefaultModel.Path;
         string full = Path.GetFullPath(path);
         string dir = System.IO.Directory.Exists(full) ? full : Path.GetDirectoryName(full)!;
         if (!System.IO.Directory.Exists(full) && !File.Exists(full))

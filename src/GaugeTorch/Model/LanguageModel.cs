@@ -51,7 +51,7 @@ public static class LanguageModels
                 return f.LoadModel(ck, dtype, device, progress);
             case global::GaugeTorch.Architectures.Gpt2.Gpt2Adapter g:
                 // GPT-2's module predates this interface; its parameter names are the unprefixed keys.
-                var m = new global::GaugeTorch.Gpt2.Gpt2Model(g.Config, dtype, device, untied: !ck.Tied);
+                var m = new global::GaugeTorch.Architectures.Gpt2.Gpt2Model(g.Config, dtype, device, untied: !ck.Tied);
                 return FillParameters(m, ck, dtype, progress);
             default:
                 throw new NotSupportedException($"{ck.Directory}: no module for architecture '{ck.Architecture.Name}'");

@@ -88,6 +88,21 @@ public sealed class LayerView : IDisposable
         };
     }
 
+    /// <summary>A new view with <paramref name="f"/>(role, tensor) applied to every tensor (roles as in <see cref="Named"/>).</summary>
+    public LayerView MapNamed(Func<string, Tensor, Tensor> f)
+    {
+        Tensor? M(string role, Tensor? t) => t is null ? null : f(role, t);
+        return new LayerView
+        {
+            Norm1 = new NormView { Gain = f("norm1.gain", Norm1.Gain), Bias = M("norm1.bias", Norm1.Bias) },
+            Q = f("q", Q), QBias = M("q_bias", QBias), K = f("k", K), KBias = M("k_bias", KBias), V = f("v", V), VBias = M("v_bias", VBias),
+            O = f("o", O), OBias = M("o_bias", OBias),
+            Norm2 = new NormView { Gain = f("norm2.gain", Norm2.Gain), Bias = M("norm2.bias", Norm2.Bias) },
+            Up = f("up", Up), UpBias = M("up_bias", UpBias), Gate = M("gate", Gate), GateBias = M("gate_bias", GateBias),
+            Down = f("down", Down), DownBias = M("down_bias", DownBias),
+        };
+    }
+
     /// <summary>A copy in <paramref name="dtype"/> (contiguous, new tensors; this view is not modified).</summary>
     public LayerView To(ScalarType dtype) => Map(t => t.to_type(dtype).contiguous());
 
@@ -145,6 +160,12 @@ public sealed class GlobalView : IDisposable
     public GlobalView MoveToOuterDisposeScope()
     {
         foreach (var (_, t) in Named()) t.MoveToOuterDisposeScope();
+        return this;
+    }
+
+    public GlobalView DetachFromDisposeScope()
+    {
+        foreach (var (_, t) in Named()) t.DetachFromDisposeScope();
         return this;
     }
 

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.Audit;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.Symmetry;
 using GaugeTorch.Tests.Fixtures;

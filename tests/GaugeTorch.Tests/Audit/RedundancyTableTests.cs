@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Audit;
-using GaugeTorch.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.Tests.Fixtures;
 

@@ -1,4 +1,4 @@
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 
 namespace GaugeTorch.Tests.Fixtures;
 

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Fixtures;
 using TorchSharp;

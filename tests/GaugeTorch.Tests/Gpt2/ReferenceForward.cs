@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 
 namespace GaugeTorch.Tests.Gpt2;

@@ -41,7 +41,7 @@ public class BuiltInLockTests
     {
         // A hub that serves openai-community/gpt2 at 'main' (and another commit), not at the pinned one.
         using var hub = new FakeHub { Repo = "openai-community/gpt2" };
-        hub.AddFolder(TestCheckpoints.Get("lock-hub", options: new GaugeTorch.Gpt2.MakeCheckpointOptions { Seed = 5 }));
+        hub.AddFolder(TestCheckpoints.Get("lock-hub", options: new GaugeTorch.Architectures.Gpt2.MakeCheckpointOptions { Seed = 5 }));
         string cwd = TestCheckpoints.NewTempDir("lock-cwd"); // no models.lock.json here
         var (code, _, err) = Cli(hub, cwd, "download", "gpt2", "--dir", Path.Combine(cwd, "models"));
         Assert.Contains($"lock: built-in {ModelLock.DefaultFileName}", err);

@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Text;
 using System.Text.Json.Nodes;
 using GaugeTorch.Cli.Commands;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Hub;
 using GaugeTorch.Tests.Fixtures;
 

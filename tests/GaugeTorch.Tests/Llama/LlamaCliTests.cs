@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.Architectures.Llama;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Fixtures;

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using GaugeTorch.Cli;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Tests.Fixtures;
 
 namespace GaugeTorch.Tests.Reliability;

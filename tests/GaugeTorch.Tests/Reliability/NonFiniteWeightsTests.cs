@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
+using GaugeTorch.Model;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Fixtures;
 using TorchSharp;
@@ -86,7 +87,7 @@ public class NonFiniteWeightsTests
     public void FinitenessCheckNamesCountsAndPosition()
     {
         string bad = DamagedCheckpoints.WithValue(Model(), "h.0.attn.c_attn.weight", 17, float.NegativeInfinity, "nonfinite-lib");
-        using var ck = Gpt2Checkpoint.Open(bad);
+        using var ck = Checkpoint.Open(bad);
         using var w = ck.LoadLayer(0, torch.ScalarType.Float64);
         var e = Assert.Throws<NonFiniteWeightsException>(() => FiniteWeights.RequireLayer(ck, 0, w));
         Assert.Equal("h.0.attn.c_attn.weight", e.Tensor);

@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Fixtures;
 using TorchSharp;

@@ -79,7 +79,7 @@ public class SafeTensorsFormatTests
     [Fact]
     public void RoundTripIsByteIdenticalDeterministicAndPadded()
     {
-        string dir = TestCheckpoints.Get("st-roundtrip", null, new GaugeTorch.Gpt2.MakeCheckpointOptions { Seed = 4, MaskBuffers = true });
+        string dir = TestCheckpoints.Get("st-roundtrip", null, new GaugeTorch.Architectures.Gpt2.MakeCheckpointOptions { Seed = 4, MaskBuffers = true });
         string src = Path.Combine(dir, "model.safetensors");
         string root = TestCheckpoints.NewTempDir("rt");
         using var f = SafeTensorFile.Open(src);
@@ -125,7 +125,7 @@ public class SafeTensorsFormatTests
     [Fact]
     public void ShardedIndexIsReadAndCheckedAgainstShards()
     {
-        string dir = TestCheckpoints.Get("st-sharded", null, new GaugeTorch.Gpt2.MakeCheckpointOptions { Seed = 2, Shards = 3 });
+        string dir = TestCheckpoints.Get("st-sharded", null, new GaugeTorch.Architectures.Gpt2.MakeCheckpointOptions { Seed = 2, Shards = 3 });
         using (var s = SafeTensorStore.Open(dir))
         {
             Assert.Equal(3, s.Files.Count);

@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.Model;
 using static TorchSharp.torch;
 

@@ -1,4 +1,4 @@
-using GaugeTorch.Gpt2;
+using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 using static TorchSharp.torch;
 
