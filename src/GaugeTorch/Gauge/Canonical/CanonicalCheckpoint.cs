@@ -126,9 +126,18 @@ public static class CanonicalCheckpoint
             // first because step 4b fixes the residual frame there, which every layer then takes.
             using (var g = ck.LoadGlobals(ScalarType.Float64))
             {
-                CanonicalGlobals.RequireFinite(ck, g);
-                if (o.Form == CanonicalFormKind.Full) (canon, frame) = CanonicalGlobals.Canonicalize(g, untied: false, precision, report);
-                else (canon, frame) = (PaperForm.CanonicalizeGlobals(g), ResidualFrame.Identity());
+                PhaseClock.Mark("globals: load");
+                CanonicalGlobals.RequireFinite(ck, g, wteChecked: o.Form == CanonicalFormKind.Full);
+                PhaseClock.Mark("globals: finite");
+                try
+                {
+                    if (o.Form == CanonicalFormKind.Full) (canon, frame) = CanonicalGlobals.Canonicalize(g, untied: false, precision, report);
+                    else (canon, frame) = (PaperForm.CanonicalizeGlobals(g), ResidualFrame.Identity());
+                }
+                catch (NonFiniteTensorException e)
+                {
+                    throw CanonicalGlobals.Located(ck, e.Suffix);
+                }
                 var named = new List<(string Key, Tensor T)>
                 {
                     (Gpt2Keys.Wte, canon.Wte), (Gpt2Keys.Wpe, canon.Wpe), (Gpt2Keys.LnFWeight, canon.LnFW), (Gpt2Keys.LnFBias, canon.LnFB),
@@ -142,6 +151,7 @@ public static class CanonicalCheckpoint
                     CanonicalKernels.FromFloat64(NativeTensorAccess.DataPointer(t64), t64.numel(), outType, stagingGlobals.Slot(name));
                     writerOf[name].Claim(name, outType, t.shape);
                 }
+                PhaseClock.Mark("globals: stage");
                 writing[1] = Task.Run(stagingGlobals.WriteAll);
                 if (tokens is not null)
                 {

@@ -390,33 +390,46 @@ internal static unsafe class CanonicalKernels
     public static void ToFloat64Columns(IntPtr src, DType dtype, long rows, long cols, int[] colPerm, double sign, IntPtr destination)
     {
         double* dst = (double*)destination;
-        Split(rows, 1, (r0, r1) =>
+        switch (dtype)
         {
-            for (long i = r0; i < r1; i++)
-            {
-                long o = i * cols;
-                for (long j = 0; j < cols; j++)
+            case DType.F64:
+            case DType.F32:
+                var source = new KernelSource(src, dtype == DType.F64);
+                Split(rows, 1, (r0, r1) =>
                 {
-                    long k = o + colPerm[j];
-                    double v = dtype switch
-                    {
-                        DType.F64 => ((double*)src)[k],
-                        DType.F32 => ((float*)src)[k],
-                        DType.F16 => (double)((Half*)src)[k],
-                        DType.BF16 => BitConverter.Int32BitsToSingle(((ushort*)src)[k] << 16),
-                        _ => throw new NotSupportedException($"dtype {dtype} is not a floating-point parameter dtype"),
-                    };
-                    dst[o + j] = sign * v;
-                }
-            }
-        });
+                    fixed (int* perm = colPerm)
+                        for (long i = r0; i < r1; i++)
+                        {
+                            double* y = dst + i * cols;
+                            WidenGather(source, i * cols, cols, perm, y);
+                            for (long j = 0; j < cols; j++) y[j] *= sign;
+                        }
+                });
+                break;
+            case DType.F16:
+                Split(rows, 1, (r0, r1) => { Half* x = (Half*)src; for (long i = r0; i < r1; i++) for (long j = 0; j < cols; j++) dst[i * cols + j] = sign * (double)x[i * cols + colPerm[j]]; });
+                break;
+            case DType.BF16:
+                Split(rows, 1, (r0, r1) =>
+                {
+                    ushort* x = (ushort*)src;
+                    for (long i = r0; i < r1; i++)
+                        for (long j = 0; j < cols; j++) dst[i * cols + j] = sign * BitConverter.Int32BitsToSingle(x[i * cols + colPerm[j]] << 16);
+                });
+                break;
+            default:
+                throw new NotSupportedException($"dtype {dtype} is not a floating-point parameter dtype");
+        }
     }
 
     /// <summary>
     /// The sign-rule statistics (<see cref="ColumnSignStat"/>) of every column of <paramref name="batch"/> contiguous
-    /// float64 factors [rows, r], row-major [batch, r].
+    /// float64 factors [rows, r], row-major [batch, r]. One pass finds the extremes (as cheap as the plain
+    /// largest-magnitude rule); Σx³ and Σ|x|³ are computed in a second pass only for the columns whose two extremes agree
+    /// within <paramref name="cubesWithin"/> (relative), the only ones whose sign the third moment can decide; for the
+    /// others they are 0. Measured on gpt2-xl: the third moment of every column cost 1.7 s of 26 s.
     /// </summary>
-    public static ColumnSignStat[] ColumnSignStats(IntPtr data, long batch, long rows, long r)
+    public static ColumnSignStat[] ColumnSignStats(IntPtr data, long batch, long rows, long r, double cubesWithin = double.PositiveInfinity)
     {
         var stats = new ColumnSignStat[batch * r];
         double* x0 = (double*)data;
@@ -425,23 +438,41 @@ internal static unsafe class CanonicalKernels
             var pos = new double[r]; var neg = new double[r];
             var ipos = new long[r]; var ineg = new long[r];
             var cub = new double[r]; var acub = new double[r];
+            var need = new bool[r];
             for (long b = b0; b < b1; b++)
             {
                 Array.Clear(pos); Array.Clear(neg); Array.Fill(ipos, long.MaxValue); Array.Fill(ineg, long.MaxValue);
-                Array.Clear(cub); Array.Clear(acub);
                 double* x = x0 + b * rows * r;
                 for (long i = 0; i < rows; i++)
                 {
                     double* row = x + i * r;
                     for (long k = 0; k < r; k++)
                     {
-                        double v = row[k], c = v * v * v;
-                        cub[k] += c;
-                        acub[k] += Math.Abs(c);
-                        if (v > 0) { if (v > pos[k]) { pos[k] = v; ipos[k] = i; } }
-                        else if (v < 0 && -v > neg[k]) { neg[k] = -v; ineg[k] = i; }
+                        double v = row[k];
+                        if (v > pos[k]) { pos[k] = v; ipos[k] = i; }
+                        else if (-v > neg[k]) { neg[k] = -v; ineg[k] = i; }
                     }
                 }
+                bool any = false;
+                for (long k = 0; k < r; k++)
+                {
+                    double m = Math.Max(pos[k], neg[k]);
+                    need[k] = m > 0 && Math.Abs(pos[k] - neg[k]) <= cubesWithin * m;
+                    any |= need[k];
+                }
+                Array.Clear(cub); Array.Clear(acub);
+                if (any)
+                    for (long i = 0; i < rows; i++)
+                    {
+                        double* row = x + i * r;
+                        for (long k = 0; k < r; k++)
+                        {
+                            if (!need[k]) continue;
+                            double v = row[k], c = v * v * v;
+                            cub[k] += c;
+                            acub[k] += Math.Abs(c);
+                        }
+                    }
                 for (long k = 0; k < r; k++) stats[b * r + k] = new ColumnSignStat(pos[k], neg[k], ipos[k], ineg[k], cub[k], acub[k]);
             }
         });

@@ -113,7 +113,7 @@ internal static class CanonicalMath
         using var scope = NewDisposeScope();
         var c = x.to_type(ScalarType.Float64).contiguous();
         long b = c.shape[0], m = c.shape[1], r = c.shape[2];
-        var stats = CanonicalKernels.ColumnSignStats(NativeTensorAccess.DataPointer(c), b, m, r);
+        var stats = CanonicalKernels.ColumnSignStats(NativeTensorAccess.DataPointer(c), b, m, r, tie);
         var signs = new double[b * r];
         for (int i = 0; i < signs.Length; i++) signs[i] = SignRule(stats[i], tie, tie).Sign;
         return tensor(signs, ScalarType.Float64).view(b, r).MoveToOuterDisposeScope();

@@ -268,12 +268,13 @@ public sealed class LayerCanonicalizer : IDisposable
         // Step 7: signs from the largest entry of each column of the query and value factors (ties: third moment).
         var qkvPtr = Ptr(qkv);
         nint vOffset = (nint)(2 * h * (d + 1) * dk * sizeof(double));
-        var signQ = Signs(CanonicalKernels.ColumnSignStats(qkvPtr, h, d + 1, dk), p, report);
-        var signV = Signs(CanonicalKernels.ColumnSignStats(qkvPtr + vOffset, h, d + 1, dk), p, report);
+        var signQ = Signs(CanonicalKernels.ColumnSignStats(qkvPtr, h, d + 1, dk, p.Sort), p, report);
+        var signV = Signs(CanonicalKernels.ColumnSignStats(qkvPtr + vOffset, h, d + 1, dk, p.Sort), p, report);
         if (keep)
         {
             var heads = Ptr(_heads);
-            keep = CanonicalKernels.ColumnSignStats(heads, h, d + 1, dk).Concat(CanonicalKernels.ColumnSignStats(heads + vOffset, h, d + 1, dk))
+            double within = p.Sort + p.Noise;
+            keep = CanonicalKernels.ColumnSignStats(heads, h, d + 1, dk, within).Concat(CanonicalKernels.ColumnSignStats(heads + vOffset, h, d + 1, dk, within))
                 .All(s => CanonicalMath.SignAdmissible(s, p));
         }
         PhaseClock.Mark("canon: signs");
