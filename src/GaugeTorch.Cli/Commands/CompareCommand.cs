@@ -15,7 +15,7 @@ public static class CompareCommand
         var a = new Argument<string>("A") { Description = "First model directory (or .safetensors file with config.json beside it)." };
         var b = new Argument<string>("B") { Description = "Second model directory." };
         var json = new Option<bool>("--json") { Description = "Print JSON instead of tables." };
-        var tol = new Option<double?>("--tolerance") { Description = "Largest relative distance (Frobenius, between the canonical forms) still called equivalent. Default: derived from the measured rounding of both inputs (8 × the sum; at least 1e-9), stated in the output." };
+        var tol = new Option<double?>("--tolerance") { Description = $"Largest relative distance (Frobenius, between the canonical forms) still called equivalent. Default: derived from the measured rounding of both inputs ({CanonicalCompare.RoundingSafety:G} × the sum; at least {CanonicalCompare.Float64WeightFloor:G}), stated in the output." };
         var cmd = new Command("compare", "Decide whether two checkpoints are the same function up to gauge: canonicalize both (float64, layer by layer) and report distances per layer and head, with gauge-invariant head fingerprints, beside the change of the row-centred logits on the built-in text. Exit 0: equivalent; 1: not; 2: error.")
             { a, b, json, tol };
         cmd.SetAction(r => CliCommon.Run(() =>

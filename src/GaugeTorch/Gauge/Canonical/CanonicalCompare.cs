@@ -172,8 +172,7 @@ public static class CanonicalCompare
         using var frameB = fb;
         using var canonGlobalsA = cga;
         using var canonGlobalsB = cgb;
-        using var roundedGlobalsA = Rounded(cga, sa);
-        using var roundedGlobalsB = Rounded(cgb, sb);
+
         using (var scope = NewDisposeScope())
         {
             result.Globals[Gpt2Keys.Wte] = Rel(cga.Wte, cgb.Wte);
@@ -186,8 +185,8 @@ public static class CanonicalCompare
         // globals are canonicalized again from their rounded canonical form (recomputed); the frame that gives (the
         // identity for a tied head; for an untied head wte's principal axes, which move by ~u·λ₁/gap) then rotates
         // each rounded canonical layer, and compare's own distances measure the result.
-        var (roundA, rframeA) = GlobalRounding(cga, roundedGlobalsA, untied, pa);
-        var (roundB, rframeB) = GlobalRounding(cgb, roundedGlobalsB, untied, pb);
+        var (roundA, rframeA) = GlobalRounding(cga, sa, untied, pa);
+        var (roundB, rframeB) = GlobalRounding(cgb, sb, untied, pb);
         using var roundingFrameA = rframeA;
         using var roundingFrameB = rframeB;
 
@@ -196,15 +195,13 @@ public static class CanonicalCompare
         // coordinates: a badly conditioned point of the orbit suffers more from the same rounding than its canonical
         // form), streamed layer by layer in float64 beside the canonicalization.
         double ua = CanonicalPrecision.UnitRoundoff(a.StorageDType), ub = CanonicalPrecision.UnitRoundoff(b.StorageDType);
-        using var perturbedGlobalsA = tok is null ? null : Perturbed(ga, ua, 1000);
-        using var perturbedGlobalsB = tok is null ? null : Perturbed(gb, ub, 2000);
         Tensor? xa = null, xb = null, xra = null, xrb = null;
         if (tok is not null)
         {
             xa = Gpt2Functional.Embed(tok, ga.Wte, ga.Wpe).DetachFromDisposeScope();
             xb = Gpt2Functional.Embed(tok, gb.Wte, gb.Wpe).DetachFromDisposeScope();
-            xra = Gpt2Functional.Embed(tok, perturbedGlobalsA!.Wte, perturbedGlobalsA.Wpe).DetachFromDisposeScope();
-            xrb = Gpt2Functional.Embed(tok, perturbedGlobalsB!.Wte, perturbedGlobalsB.Wpe).DetachFromDisposeScope();
+            xra = PerturbedEmbed(tok, ga, ua, 1000).DetachFromDisposeScope();
+            xrb = PerturbedEmbed(tok, gb, ub, 2000).DetachFromDisposeScope();
         }
         try
         {
@@ -264,8 +261,8 @@ public static class CanonicalCompare
                 using var scope = NewDisposeScope();
                 var ya = Gpt2Functional.RowCentre(Gpt2Functional.Head(xa!, ga, c));
                 var yb = Gpt2Functional.RowCentre(Gpt2Functional.Head(xb!, gb, c));
-                var yra = Gpt2Functional.RowCentre(Gpt2Functional.Head(xra!, perturbedGlobalsA!, c));
-                var yrb = Gpt2Functional.RowCentre(Gpt2Functional.Head(xrb!, perturbedGlobalsB!, c));
+                var yra = Gpt2Functional.RowCentre(PerturbedHead(xra!, ga, c, ua, 1000));
+                var yrb = Gpt2Functional.RowCentre(PerturbedHead(xrb!, gb, c, ub, 2000));
                 double eps = Math.Pow(2, -52);
                 double na = ya.norm().item<double>(), nb = yb.norm().item<double>();
                 result.FunctionDistance = (ya - yb).norm().item<double>() / (na + eps);
@@ -290,12 +287,13 @@ public static class CanonicalCompare
 
     /// <summary>
     /// The globals' share of an input's measured rounding: the largest relative distance between its canonical
-    /// globals <paramref name="canon"/> and the canonical form (recomputed) of their rounding <paramref name="rounded"/>,
+    /// globals <paramref name="canon"/> and the canonical form (recomputed) of their rounding to <paramref name="storage"/>,
     /// and the residual frame that recomputation finds (null when it is the identity).
     /// </summary>
-    private static (double Rounding, ResidualFrame? Frame) GlobalRounding(GlobalWeights canon, GlobalWeights rounded, bool untied, CanonicalPrecision p)
+    private static (double Rounding, ResidualFrame? Frame) GlobalRounding(GlobalWeights canon, ScalarType storage, bool untied, CanonicalPrecision p)
     {
         using var scope = NewDisposeScope();
+        using var rounded = Rounded(canon, storage);
         var (g, frame) = CanonicalGlobals.Canonicalize(rounded, untied, p with { KeepCanonicalInput = false });
         using (g)
         {
@@ -349,12 +347,35 @@ public static class CanonicalCompare
         return LayerWeights.FromFunc(sfx => Perturbed(d[sfx], u, seed * 64 + i++));
     }
 
-    private static GlobalWeights Perturbed(GlobalWeights g, double u, long seed) => new()
+    /// <summary>
+    /// The embedding of <paramref name="tok"/> [T] with the stored wte and wpe perturbed (<see cref="Perturbed(Tensor, double, long)"/>):
+    /// only the rows used, each token's row by its own seed, so that a repeated token sees the same perturbed row.
+    /// </summary>
+    private static Tensor PerturbedEmbed(Tensor tok, GlobalWeights g, double u, long seed)
     {
-        Wte = Perturbed(g.Wte, u, seed * 64 + 1), Wpe = Perturbed(g.Wpe, u, seed * 64 + 2),
-        LnFW = Perturbed(g.LnFW, u, seed * 64 + 3), LnFB = Perturbed(g.LnFB, u, seed * 64 + 4),
-        LmHead = g.LmHead is null ? null : Perturbed(g.LmHead, u, seed * 64 + 5),
-    };
+        using var scope = NewDisposeScope();
+        var ids = tok.data<long>().ToArray();
+        var rows = cat(ids.Select(id => Perturbed(g.Wte[id], u, seed * 1_000_003 + 17 + id)).ToList(), 0).view(ids.Length, -1);
+        var pos = Perturbed(g.Wpe.narrow(0, 0, ids.Length), u, seed * 64 + 2);
+        return (rows + pos).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The logits [T, V] of hidden states <paramref name="x"/> through ln_f and the head, all perturbed; the head in chunks of 8,192 vocabulary rows.</summary>
+    private static Tensor PerturbedHead(Tensor x, GlobalWeights g, Gpt2Config c, double u, long seed)
+    {
+        using var scope = NewDisposeScope();
+        var n = Gpt2Functional.LayerNorm(x, Perturbed(g.LnFW, u, seed * 64 + 3), Perturbed(g.LnFB, u, seed * 64 + 4), c.LayerNormEpsilon);
+        var head = g.Head;
+        long v = head.shape[0];
+        const long chunk = 8192;
+        var parts = new List<Tensor>();
+        for (long start = 0, i = 0; start < v; start += chunk, i++)
+        {
+            using var part = Perturbed(head.narrow(0, start, Math.Min(chunk, v - start)), u, seed * 64 + 5 + 64 * i);
+            parts.Add(matmul(n, part.t()));
+        }
+        return cat(parts, 1).MoveToOuterDisposeScope();
+    }
 
     /// <summary>Globals rounded to a storage dtype and back to float64.</summary>
     private static GlobalWeights Rounded(GlobalWeights g, ScalarType storage)

@@ -243,72 +243,91 @@ public static class CanonicalGlobals
         // The head (families 13–15 and 6-like folds of ln_f): logits_v = n·(γ_f∘h_v) + β_f·h_v. Keep the
         // per-vocabulary bias b_v = β_f·h_v up to a common constant, fold γ_f, drop the unread 1-component of each
         // row and the vocabulary mean (family 14), then carry b_v on the 1-component with β_f = 1.
+        // Every [V, d] float64 intermediate is updated in place or freed at once: each is 643 MB on gpt2-xl.
         var b = matmul(head0, lnB);                                       // [V]
-        var h = head0 * lnW.unsqueeze(0);
-        h = h - h.mean([1], keepdim: true);
-        h = h - h.mean([0], keepdim: true);
-        h = h + ((b - b.mean()) / d).unsqueeze(1);
-        // Family 10, then family 12: wte rows centred (the residual's 1-component is never read).
-        var mean = wte.mean([0], keepdim: true);
-        RequireFiniteMean(mean);
-        var wte1 = wte - mean;
-        var wpe1 = wpe + mean;
-        wpe1 = wpe1 - wpe1.mean([1], keepdim: true);
-        wte1 = wte1 - wte1.mean([1], keepdim: true);
-
-        // Principal axes of wte in Helmert coordinates: E = wte·B [V, d−1], G = EᵀE [d−1, d−1].
-        var e = CanonicalMath.HelmertCoordinates(wte1);
-        var gram = matmul(e.t(), e);
-        if (p.KeepCanonicalInput && UntiedAlreadyCanonical(input, wte, wpe, lnW, lnB, head0, e, gram, p))
+        var h = (head0 * lnW.unsqueeze(0)).DetachFromDisposeScope();      // [V, d]
+        try
         {
-            fr.Kept = true;
-            fr.EmbeddingRank = (int)(d - 1);
-            report?.GlobalNotes.Add($"wte, wpe, ln_f and lm_head are already canonical within {p.Storage} precision: kept as stored");
-            return (new GlobalWeights { Wte = wte.clone(), Wpe = wpe.clone(), LnFW = lnW.clone(), LnFB = lnB.clone(), LmHead = head0.clone() }, ResidualFrame.Identity());
-        }
-        var (lam, w) = linalg.eigh(gram);                                 // ascending
-        lam = lam.flip(0);
-        w = w.flip(1);
-        var s = lam.clamp_min(0).sqrt();                                  // singular values of wte, descending
-        var sa = CanonicalMath.ToArray(s);
-        double s1 = sa.Length > 0 ? sa[0] : 0;
-        int rank = sa.Count(x => x > s1 * CanonicalForm.RankTolerance);
-        fr.EmbeddingRank = rank;
-        if (rank < d - 1)
-            report?.GlobalNotes.Add($"wte has rank {rank} < d − 1 = {d - 1} after centring: the frame is free inside the {d - 1 - rank}-dimensional null space");
-        for (int k = 0; k + 1 < rank; k++)
-            if (sa[k] - sa[k + 1] < p.Tie * s1)
+            using (var m1 = h.mean([1], keepdim: true)) h.sub_(m1);
+            using (var m0 = h.mean([0], keepdim: true)) h.sub_(m0);
+            h.add_(((b - b.mean()) / d).unsqueeze(1));
+            // Family 10, then family 12: wte rows centred (the residual's 1-component is never read).
+            var mean = wte.mean([0], keepdim: true);
+            RequireFiniteMean(mean);
+            var wpe1 = wpe + mean;
+            wpe1 = wpe1 - wpe1.mean([1], keepdim: true);
+            Tensor e;                                                     // wte·B [V, d−1], Helmert coordinates
+            using (var wte1 = wte - mean)
             {
-                fr.EmbeddingNearDegenerate++;
-                if (fr.EmbeddingNearDegenerate <= 10)
-                    report?.GlobalNotes.Add($"wte singular values σ{k + 1}={sa[k]:G6} and σ{k + 2}={sa[k + 1]:G6} are near-degenerate (relative gap {(sa[k] - sa[k + 1]) / s1:G2}): the axes may rotate inside their span");
+                using (var rm = wte1.mean([1], keepdim: true)) wte1.sub_(rm);
+                e = CanonicalMath.HelmertCoordinates(wte1).DetachFromDisposeScope();
             }
-        // Signs: each axis so that the largest-magnitude entry of wte·v_k (the U column) is positive.
-        var y = matmul(e, w).contiguous();                                // [V, d−1]
-        var stats = CanonicalKernels.ColumnSignStats(NativeTensorAccess.DataPointer(y), 1, y.shape[0], y.shape[1], p.Sort);
-        var signs = new double[stats.Length];
-        for (int k = 0; k < stats.Length; k++)
-        {
-            var (sg, near, _) = CanonicalMath.SignRule(stats[k], p.Sort, p.Tie);
-            signs[k] = sg;
-            if (near) fr.EmbeddingNearTiedSigns++;
+            Tensor y;
+            Tensor gram;
+            try
+            {
+                gram = matmul(e.t(), e);                                  // [d−1, d−1]
+                if (p.KeepCanonicalInput && UntiedAlreadyCanonical(input, wte, wpe, lnW, lnB, head0, e, gram, p))
+                {
+                    fr.Kept = true;
+                    fr.EmbeddingRank = (int)(d - 1);
+                    report?.GlobalNotes.Add($"wte, wpe, ln_f and lm_head are already canonical within {p.Storage} precision: kept as stored");
+                    return (new GlobalWeights { Wte = wte.clone(), Wpe = wpe.clone(), LnFW = lnW.clone(), LnFB = lnB.clone(), LmHead = head0.clone() }, ResidualFrame.Identity());
+                }
+                var (lam, w0) = linalg.eigh(gram);                        // ascending
+                var w = w0.flip(1);
+                var sa = CanonicalMath.ToArray(lam.flip(0).clamp_min(0).sqrt());   // singular values of wte, descending
+                double s1 = sa.Length > 0 ? sa[0] : 0;
+                int rank = sa.Count(x => x > s1 * CanonicalForm.RankTolerance);
+                fr.EmbeddingRank = rank;
+                if (rank < d - 1)
+                    report?.GlobalNotes.Add($"wte has rank {rank} < d − 1 = {d - 1} after centring: the frame is free inside the {d - 1 - rank}-dimensional null space");
+                for (int k = 0; k + 1 < rank; k++)
+                    if (sa[k] - sa[k + 1] < p.Tie * s1)
+                    {
+                        fr.EmbeddingNearDegenerate++;
+                        if (fr.EmbeddingNearDegenerate <= 10)
+                            report?.GlobalNotes.Add($"wte singular values σ{k + 1}={sa[k]:G6} and σ{k + 2}={sa[k + 1]:G6} are near-degenerate (relative gap {(sa[k] - sa[k + 1]) / s1:G2}): the axes may rotate inside their span");
+                    }
+                // Signs: each axis so that the largest-magnitude entry of wte·v_k (the U column) is positive.
+                y = matmul(e, w).DetachFromDisposeScope();                // [V, d−1]
+                e.Dispose();
+                var stats = CanonicalKernels.ColumnSignStats(NativeTensorAccess.DataPointer(y), 1, y.shape[0], y.shape[1], p.Sort);
+                var signs = new double[stats.Length];
+                for (int k = 0; k < stats.Length; k++)
+                {
+                    var (sg, near, _) = CanonicalMath.SignRule(stats[k], p.Sort, p.Tie);
+                    signs[k] = sg;
+                    if (near) fr.EmbeddingNearTiedSigns++;
+                }
+                var sgn = tensor(signs, ScalarType.Float64);
+                w = w * sgn.unsqueeze(0);
+                y.mul_(sgn.unsqueeze(0));
+                // R = B·W·Bᵀ + 11ᵀ/d: orthogonal, R·1 = 1, and wte·R = E·W·Bᵀ.
+                var basis = CanonicalMath.HelmertBasis(d);
+                var r = matmul(matmul(basis, w), basis.t()) + 1.0 / d;
+                var frame = ResidualFrame.Rotation(r.contiguous());
+                var outWte = CanonicalMath.FromHelmertCoordinates(y, inPlace: true);
+                y.Dispose();
+                var g = new GlobalWeights
+                {
+                    Wte = outWte,
+                    Wpe = matmul(wpe1, r).contiguous(),
+                    LnFW = ones(d, ScalarType.Float64),
+                    LnFB = ones(d, ScalarType.Float64),
+                    LmHead = matmul(h, r).contiguous(),
+                };
+                return (g, frame);
+            }
+            finally
+            {
+                e.Dispose();
+            }
         }
-        var sgn = tensor(signs, ScalarType.Float64);
-        w = w * sgn.unsqueeze(0);
-        y = y * sgn.unsqueeze(0);
-        // R = B·W·Bᵀ + 11ᵀ/d: orthogonal, R·1 = 1, and wte·R = E·W·Bᵀ.
-        var basis = CanonicalMath.HelmertBasis(d);
-        var r = matmul(matmul(basis, w), basis.t()) + 1.0 / d;
-        var frame = ResidualFrame.Rotation(r.contiguous());
-        var g = new GlobalWeights
+        finally
         {
-            Wte = CanonicalMath.FromHelmertCoordinates(y).contiguous(),
-            Wpe = matmul(wpe1, r).contiguous(),
-            LnFW = ones(d, ScalarType.Float64),
-            LnFB = ones(d, ScalarType.Float64),
-            LmHead = matmul(h, r).contiguous(),
-        };
-        return (g, frame);
+            h.Dispose();
+        }
     }
 
     /// <summary>

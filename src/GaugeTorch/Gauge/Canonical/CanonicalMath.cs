@@ -262,28 +262,35 @@ internal static class CanonicalMath
         return tensor(b, ScalarType.Float64).view(d, d - 1);
     }
 
-    /// <summary>X·B for X [n, d] and Helmert's basis B (<see cref="HelmertBasis"/>), in O(n·d) with a cumulative sum: [n, d−1].</summary>
+    /// <summary>X·B for X [n, d] and Helmert's basis B (<see cref="HelmertBasis"/>), in O(n·d) with a cumulative sum: [n, d−1] (a view of an [n, d] buffer).</summary>
     public static Tensor HelmertCoordinates(Tensor x)
     {
         using var scope = NewDisposeScope();
         long d = x.shape[1];
         var k = arange(1, d, ScalarType.Float64);                                     // k+1 for column k
-        var cs = x.cumsum(1).narrow(1, 0, d - 1);
-        var e = (cs - x.narrow(1, 1, d - 1) * k) / (k * (k + 1)).sqrt();
+        var cs = x.cumsum(1);
+        var e = cs.narrow(1, 0, d - 1);
+        e.addcmul_(x.narrow(1, 1, d - 1), k.unsqueeze(0), -1.0).div_((k * (k + 1)).sqrt().unsqueeze(0));
         return e.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Y·Bᵀ for Y [n, d−1] (the inverse of <see cref="HelmertCoordinates"/> on rows orthogonal to 1): [n, d].</summary>
-    public static Tensor FromHelmertCoordinates(Tensor y)
+    /// <summary>
+    /// Y·Bᵀ for Y [n, d−1] (the inverse of <see cref="HelmertCoordinates"/> on rows orthogonal to 1): [n, d]. With
+    /// <paramref name="inPlace"/> Y is overwritten (scaled) and at most two more [n, d−1] temporaries live at a time.
+    /// </summary>
+    public static Tensor FromHelmertCoordinates(Tensor y, bool inPlace = false)
     {
         using var scope = NewDisposeScope();
         long n = y.shape[0], d = y.shape[1] + 1;
         var k = arange(1, d, ScalarType.Float64);
-        var z = y / (k * (k + 1)).sqrt();                                             // [n, d−1]
-        var rc = z.flip(1).cumsum(1).flip(1);                                         // Σ_{k ≥ i} z_k, i = 0..d−2
-        var head = cat([rc, zeros(n, 1, ScalarType.Float64)], 1);                     // [n, d]
-        var tail = cat([zeros(n, 1, ScalarType.Float64), z * k], 1);                  // i·z_{i−1}
-        return (head - tail).MoveToOuterDisposeScope();
+        var z = inPlace ? y.div_((k * (k + 1)).sqrt()) : y / (k * (k + 1)).sqrt();   // [n, d−1]
+        var result = zeros(n, d, ScalarType.Float64);
+        using (var flipped = z.flip(1))
+        using (var partial = flipped.cumsum(1))
+        using (var rc = partial.flip(1))                                              // Σ_{k ≥ i} z_k, i = 0..d−2
+            result.narrow(1, 0, d - 1).copy_(rc);
+        result.narrow(1, 1, d - 1).addcmul_(z, k.unsqueeze(0), -1.0);                 // − i·z_{i−1}
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>Copies a float64 tensor to a managed array (row-major).</summary>
