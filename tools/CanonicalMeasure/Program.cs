@@ -5,12 +5,14 @@ using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Canonical;
 using static TorchSharp.torch;
 
-// Usage: CanonicalMeasure PRESET|MODEL_DIR [SEEDS=2] [F64|F32]
-// Makes (for a preset) a random float64 checkpoint, then measures in float64:
+// Usage: CanonicalMeasure PRESET|MODEL_DIR [SEEDS=2] [F64|F32] [untied]
+// Makes (for a preset) a random checkpoint (untied head with "untied"), then measures in float64:
 //   function error   ‖Y(canon θ) − Y(θ)‖/‖Y(θ)‖ on row-centred logits of the built-in text,
-//   idempotence      max over tensors ‖canon(canon θ) − canon θ‖/‖canon θ‖,
-//   uniqueness       max over tensors and seeds ‖canon(g·θ) − canon θ‖/‖canon θ‖ for g of every family (both permutations),
+//   idempotence      max over tensors ‖canon(canon θ) − canon θ‖/‖canon θ‖, recomputed (canonical input not kept),
+//   uniqueness       max over tensors and seeds ‖canon(g·θ) − canon θ‖/‖canon θ‖ for g of every family of GAUGE.md
+//                    §2 and §2b (head, unit and residual permutations and the global sign; 12–16 when untied),
 // for the full and the paper form (the paper form with g restricted to families 1–3).
+//        CanonicalMeasure compare PRESET [DTYPE] [untied]: compare's distances and derived tolerances.
 string what = args.Length > 0 ? args[0] : "gpt2";
 if (what == "qr")
 {
@@ -59,11 +61,12 @@ if (what == "compare")
     // compare PRESET [DTYPE]: distance of a checkpoint to a random gauge transform of itself stored in DTYPE, and to a
     // copy with N(0, 1e-3) noise on layer 1 head 2's query and value columns.
     var cdt = args.Length > 2 ? DTypes.ParseUser(args[2]) : DType.F32;
+    bool cuntied = args.Contains("untied");
     string root = Path.Combine(Path.GetTempPath(), $"canon-compare-{Environment.ProcessId}");
     try
     {
         var cfg = Gpt2Config.Presets[args[1]];
-        CheckpointMaker.Make(cfg, Path.Combine(root, "a"), new MakeCheckpointOptions { Seed = 7, DType = cdt });
+        CheckpointMaker.Make(cfg, Path.Combine(root, "a"), new MakeCheckpointOptions { Seed = 7, DType = cdt, Untied = cuntied });
         using var ca = Gpt2Checkpoint.Open(Path.Combine(root, "a"));
         using (var m0 = TestGauge.Load(ca))
         {
@@ -85,7 +88,8 @@ if (what == "compare")
             var sw2 = Stopwatch.StartNew();
             var res = CanonicalCompare.Compare(ca, cb);
             var second = res.Layers.SelectMany(l => l.Heads).Select(h => h.Distance).OrderDescending().Skip(1).First();
-            Console.WriteLine($"{args[1]} {cdt} vs {(other == "t" ? "random transform" : "1e-3 noise on layer 1 head 2")}: largest {res.Largest:E2} at {res.LargestWhere}; second-largest head {second:E2}; {sw2.Elapsed.TotalSeconds:F1} s");
+            Console.WriteLine($"{args[1]} {cdt}{(cuntied ? " untied" : "")} vs {(other == "t" ? "random transform" : "1e-3 noise on layer 1 head 2")}: largest {res.Largest:E2} at {res.LargestWhere}; second-largest head {second:E2}; " +
+                              $"tolerance {res.Tolerance:E2} ({res.ToleranceBasis}); function {res.FunctionDistance:E2} vs {res.FunctionTolerance:E2}; {(res.Equivalent ? "equivalent" : "not equivalent")}; {sw2.Elapsed.TotalSeconds:F1} s");
         }
     }
     finally
@@ -101,7 +105,7 @@ if (what == "compare")
             foreach (var (sfx, t) in m.Layers[l].Named()) tensors.Add(new(Gpt2Keys.Layer(l, sfx), t.to_type(cdt.ToScalarType())));
         foreach (var (n, t) in m.Globals.Named()) tensors.Add(new(n, t.to_type(cdt.ToScalarType())));
         SafeTensorWriter.WriteAll(Path.Combine(outDir, SafeTensorStore.SingleFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        File.WriteAllText(Path.Combine(outDir, "config.json"), Gpt2Config.Presets[args[1]].ToJsonText());
+        File.WriteAllText(Path.Combine(outDir, "config.json"), (Gpt2Config.Presets[args[1]] with { TieWordEmbeddings = m.Globals.LmHead is null }).ToJsonText());
     }
     return;
 }
@@ -119,18 +123,21 @@ if (what == "time")
     }
     var swg = Stopwatch.StartNew();
     using var gg = tck.LoadGlobals(ScalarType.Float64);
-    using var kg0 = CanonicalForm.CanonicalizeGlobals(gg);
+    var (kg0, frame0) = CanonicalForm.CanonicalizeGlobals(gg);
+    kg0.Dispose();
+    frame0.Dispose();
     Console.Error.WriteLine($"globals {swg.Elapsed.TotalMilliseconds:F0} ms");
     return;
 }
 int seeds = args.Length > 1 ? int.Parse(args[1]) : 2;
 var dtype = args.Length > 2 ? DTypes.ParseUser(args[2]) : DType.F64;
+bool untied = args.Contains("untied");
 string dir = what;
 string? temp = null;
 if (Gpt2Config.Presets.TryGetValue(what, out var preset))
 {
     temp = Path.Combine(Path.GetTempPath(), $"canon-measure-{what}-{dtype}-{Environment.ProcessId}");
-    CheckpointMaker.Make(preset, temp, new MakeCheckpointOptions { Seed = 42, DType = dtype });
+    CheckpointMaker.Make(preset, temp, new MakeCheckpointOptions { Seed = 42, DType = dtype, Untied = untied });
     dir = temp;
 }
 try
@@ -139,7 +146,8 @@ try
     var c = ck.Config;
     var tokens = Gpt2Tokenizer.Encode(Gpt2Tokenizer.BuiltInText).Take(c.NPositions).Select(t => t % c.VocabSize).ToArray();
     using var m = TestGauge.Load(ck);
-    Console.WriteLine($"model {what} ({dtype}, L={c.NLayer}, d={c.NEmbd}, h={c.NHead}), {tokens.Length} tokens, {seeds} seeds");
+    Console.WriteLine($"model {what} ({ck.StorageDType}, {(ck.Tied ? "tied" : "untied")}, L={c.NLayer}, d={c.NEmbd}, h={c.NHead}), {tokens.Length} tokens, {seeds} seeds");
+    var recompute = CanonicalPrecision.Float64 with { KeepCanonicalInput = false };
     foreach (var form in new[] { CanonicalFormKind.Full, CanonicalFormKind.Paper })
     {
         var sw = Stopwatch.StartNew();
@@ -147,9 +155,12 @@ try
         using var k = new TestGauge.Model(kl, kg);
         double tCanon = sw.Elapsed.TotalSeconds;
         double fn = LogitsError(m, k);
-        var (k2l, k2g, _) = CanonicalForm.Canonicalize(k.Layers, k.Globals, c, form);
+        var (k2l, k2g, _) = CanonicalForm.Canonicalize(k.Layers, k.Globals, c, form, recompute);
         using var k2 = new TestGauge.Model(k2l, k2g);
         double idem = MaxRelDiff(k, k2);
+        var (k3l, k3g, keptReport) = CanonicalForm.Canonicalize(k.Layers, k.Globals, c, form);
+        using var k3 = new TestGauge.Model(k3l, k3g);
+        double kept = MaxRelDiff(k, k3);
         double uniq = 0;
         for (int s = 1; s <= seeds; s++)
         {
@@ -158,8 +169,11 @@ try
             using var kt = new TestGauge.Model(ktl, ktg);
             uniq = Math.Max(uniq, MaxRelDiff(k, kt));
         }
+        var fr = report.Frame;
         Console.WriteLine($"{form.Name(),-5}: canonicalize {tCanon:F1} s in memory; logits error {fn:E2} ({fn / Math.Pow(2, -52):F1} eps); " +
-                          $"idempotence {idem:E2}; uniqueness {uniq:E2}; near-degenerate {report.NearDegenerate}, near-tied heads {report.NearTiedHeads}, units {report.NearTiedUnits}; Householder fallbacks {report.HouseholderFallbacks}");
+                          $"idempotence {idem:E2} recomputed, {kept:E2} with canonical input kept ({keptReport.KeptLayers} layers kept); uniqueness {uniq:E2}; " +
+                          $"near-degenerate {report.NearDegenerate}, near-tied heads {report.NearTiedHeads}, units {report.NearTiedUnits}, signs {report.NearTiedSigns}; unbroken {report.UnbrokenTies}; Householder fallbacks {report.HouseholderFallbacks}; " +
+                          $"frame {fr.Kind} (γ_f ties {fr.GammaTies}, β_f zero {fr.BetaZero}, wte rank {fr.EmbeddingRank}, near-degenerate {fr.EmbeddingNearDegenerate})");
     }
 
     double LogitsError(TestGauge.Model a, TestGauge.Model b)

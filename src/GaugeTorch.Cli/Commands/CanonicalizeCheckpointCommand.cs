@@ -67,8 +67,17 @@ public static class CanonicalizeCheckpointCommand
             t.AddRow("output dtype", outType.ToString());
             t.AddRow($"logits error of the export ({outType} rounding; {Markup.Escape(tokens.Length > 0 ? input.Description : "no tokens")}, row-centred, float64)",
                 report.StorageLogitsError is double se ? $"{se:E2} ({se / eps:F1} ε_{outType})" : "not measured (--check-tokens 0)");
-            t.AddRow("near-degenerate singular values (gap < 1e-8)", $"{report.NearDegenerate} (QK {report.QkNearDegenerate}, VO {report.VoNearDegenerate})");
-            t.AddRow("near-tied heads / MLP units", $"{report.NearTiedHeads} / {report.NearTiedUnits}");
+            var fr = report.Frame;
+            t.AddRow("residual frame (step 4b)", fr.Kind == "none" ? "not fixed (paper form)"
+                : fr.Kept ? "already canonical: kept" : fr.Identity ? $"{fr.Kind}: identity" : fr.Kind == "permutation" ? $"permutation, sign {fr.Sign:+0;-0}" : "rotation onto wte's principal axes");
+            if (fr.Kind == "permutation")
+                t.AddRow("residual freedom: γ_f ties (ordered by β_f, wte norms / by data / unbroken), β_f zero", $"{fr.GammaTies} / {fr.GammaTiesByData} / {fr.GammaTiesUnbroken}, {(fr.BetaZero ? "yes (sign from wte's third moment)" : "no")}");
+            if (fr.Kind == "rotation")
+                t.AddRow("residual freedom: wte rank, near-degenerate singular values, near-tied signs", $"{fr.EmbeddingRank} of {fr.Dimension - 1}, {fr.EmbeddingNearDegenerate}, {fr.EmbeddingNearTiedSigns}");
+            t.AddRow($"tie tolerance ({report.Precision.Storage} precision)", $"{report.Precision.Tie:G2}");
+            t.AddRow("layers already canonical, kept as stored", $"{report.KeptLayers} of {report.Layers.Count}");
+            t.AddRow($"near-degenerate singular values (gap < {report.Precision.Tie:G2})", $"{report.NearDegenerate} (QK {report.QkNearDegenerate}, VO {report.VoNearDegenerate})");
+            t.AddRow("near-tied heads / MLP units / signs; ties left unbroken", $"{report.NearTiedHeads} / {report.NearTiedUnits} / {report.NearTiedSigns}; {report.UnbrokenTies}");
             t.AddRow("singular values set to 0 (below rank tolerance)", report.Zeroed.ToString());
             t.AddRow("head factors on the Householder route (ill-conditioned or rank-deficient)", report.HouseholderFallbacks.ToString());
             t.AddRow("time", $"{seconds:F1} s");
@@ -104,6 +113,24 @@ public static class CanonicalizeCheckpointCommand
         ["near_degenerate_singular_values"] = r.NearDegenerate,
         ["near_tied_heads"] = r.NearTiedHeads,
         ["near_tied_units"] = r.NearTiedUnits,
+        ["near_tied_signs"] = r.NearTiedSigns,
+        ["unbroken_ties"] = r.UnbrokenTies,
+        ["tie_tolerance"] = r.Precision.Tie,
+        ["kept_layers"] = r.KeptLayers,
+        ["residual_frame"] = new JsonObject
+        {
+            ["kind"] = r.Frame.Kind,
+            ["identity"] = r.Frame.Identity,
+            ["kept"] = r.Frame.Kept,
+            ["sign"] = r.Frame.Sign,
+            ["gamma_f_ties"] = r.Frame.GammaTies,
+            ["gamma_f_ties_by_data"] = r.Frame.GammaTiesByData,
+            ["gamma_f_ties_unbroken"] = r.Frame.GammaTiesUnbroken,
+            ["beta_f_zero"] = r.Frame.BetaZero,
+            ["embedding_rank"] = r.Frame.EmbeddingRank,
+            ["embedding_near_degenerate"] = r.Frame.EmbeddingNearDegenerate,
+            ["embedding_near_tied_signs"] = r.Frame.EmbeddingNearTiedSigns,
+        },
         ["zeroed_singular_values"] = r.Zeroed,
         ["householder_fallbacks"] = r.HouseholderFallbacks,
         ["seconds"] = seconds,
@@ -116,6 +143,9 @@ public static class CanonicalizeCheckpointCommand
             ["vo_zeroed"] = l.VoZeroed,
             ["near_tied_heads"] = l.NearTiedHeads,
             ["near_tied_units"] = l.NearTiedUnits,
+            ["near_tied_signs"] = l.NearTiedSigns,
+            ["unbroken_ties"] = l.UnbrokenTies,
+            ["kept"] = l.Kept,
             ["householder_fallbacks"] = l.HouseholderFallbacks,
             ["head_order"] = new JsonArray(l.HeadOrder.Select(i => (JsonNode)i).ToArray()),
             ["notes"] = new JsonArray(l.Notes.Select(n => (JsonNode)n).ToArray()),

@@ -9,24 +9,13 @@ namespace GaugeTorch.Cli.Commands;
 
 public static class CompareCommand
 {
-    /// <summary>
-    /// Default tolerance on the largest relative distance between the canonical forms, by the coarser storage dtype
-    /// of the two inputs. Measured (docs/canonical-form.md): a checkpoint against a random gauge transform of itself
-    /// stored in the same dtype lands at ~1e-14 (F64) and ~1e-6 (F32); 1e-3 noise on one head gives ~1e-1.
-    /// </summary>
-    public static double DefaultTolerance(DType a, DType b)
-    {
-        static int Rank(DType t) => t switch { DType.F64 => 0, DType.F32 => 1, _ => 2 };
-        return Math.Max(Rank(a), Rank(b)) switch { 0 => 1e-9, 1 => 1e-4, _ => 5e-2 };
-    }
-
     public static Command Create()
     {
         var a = new Argument<string>("A") { Description = "First model directory (or .safetensors file with config.json beside it)." };
         var b = new Argument<string>("B") { Description = "Second model directory." };
         var json = JsonOutput.Option("the comparison");
-        var tol = new Option<double?>("--tolerance") { Description = "Largest relative Frobenius distance ‖A − B‖ / ‖A‖ between the canonical forms still called equivalent (a plain ratio, not in ε). Default: 1e-9 when both inputs are F64, 1e-4 when the coarser is F32, 5e-2 for F16/BF16." };
-        var cmd = new Command("compare", "Decide whether two checkpoints are the same function up to gauge: canonicalize both (float64, layer by layer) and report distances per layer and head, with gauge-invariant head fingerprints. Exit 0: equivalent; 1: not; 2: error.")
+        var tol = new Option<double?>("--tolerance") { Description = $"Largest relative Frobenius distance ‖A − B‖ / ‖A‖ between the canonical forms still called equivalent (a plain ratio, not in ε). Default: derived from the measured rounding of both inputs ({CanonicalCompare.RoundingSafety:G} × the sum; at least {CanonicalCompare.Float64WeightFloor:G}), stated in the output." };
+        var cmd = new Command("compare", "Decide whether two checkpoints are the same function up to gauge: canonicalize both (float64, layer by layer) and report distances per layer and head, with gauge-invariant head fingerprints, beside the change of the row-centred logits on the built-in text. Exit 0: equivalent; 1: not; 2: error.")
             { a, b, json, tol };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
@@ -34,19 +23,21 @@ public static class CompareCommand
             using var cb = CliCommon.OpenModel(r.GetValue(b));
             string? jsonPath = r.GetValue(json);
             OutputPaths.File("--json", jsonPath, ca.InputFiles.Concat(cb.InputFiles), stdoutAllowed: true);
-            double tolerance = r.GetValue(tol) ?? DefaultTolerance(ca.StorageDType, cb.StorageDType);
-            if (!(tolerance >= 0)) throw new ArgumentException($"--tolerance: {tolerance} is not a non-negative number");
+            double? given = r.GetValue(tol);
+            if (given is double g && !(g >= 0)) throw new ArgumentException($"--tolerance: {g} is not a non-negative number");
             ComparisonResult res = null!;
             int total = ca.Config.NLayer + 1;
-            if (Console.IsErrorRedirected) res = CanonicalCompare.Compare(ca, cb);
+            var options = new CompareOptions { Tolerance = given };
+            if (Console.IsErrorRedirected) res = CanonicalCompare.Compare(ca, cb, options);
             else
                 CliCommon.Progress().Start(ctx =>
                 {
                     var task = ctx.AddTask("canonicalizing and comparing", maxValue: total);
-                    res = CanonicalCompare.Compare(ca, cb, SyncProgress.Create(p => task.Value = p.Done));
+                    res = CanonicalCompare.Compare(ca, cb, options with { Progress = SyncProgress.Create(p => task.Value = p.Done) });
                     task.Value = total;
                 });
-            bool equivalent = res.Largest <= tolerance;
+            double tolerance = res.Tolerance;
+            bool equivalent = res.Equivalent;
             if (jsonPath is not null)
             {
                 JsonOutput.Write(jsonPath, ToJson(ca, cb, res, tolerance, equivalent), ca.InputFiles.Concat(cb.InputFiles));
@@ -69,8 +60,12 @@ public static class CompareCommand
             int ties = res.ReportA.NearTiedHeads + res.ReportB.NearTiedHeads + res.ReportA.NearTiedUnits + res.ReportB.NearTiedUnits + res.ReportA.NearDegenerate + res.ReportB.NearDegenerate;
             if (ties > 0) AnsiConsole.MarkupLine($"[yellow]note:[/] {ties} near-ties/near-degeneracies (A and B together); heads are matched by fingerprint, adjacent tied MLP units by the better of both orders.");
             string where = Markup.Escape(res.LargestWhere);
-            if (equivalent) AnsiConsole.MarkupLine($"[green]equivalent[/] up to gauge within tolerance {tolerance:E1}: largest distance {res.Largest:E2} ({where})");
-            else AnsiConsole.MarkupLine($"[red]not equivalent[/]: largest distance {res.Largest:E2} at {where} exceeds tolerance {tolerance:E1}");
+            AnsiConsole.MarkupLine($"weights: largest distance {res.Largest:E2} ({where}); tolerance {tolerance:E2} = {Markup.Escape(res.ToleranceBasis)}");
+            AnsiConsole.MarkupLine(res.FunctionDistance is double fd
+                ? $"function: row-centred logits differ by {fd:E2} on {res.FunctionTokens} tokens of the built-in text; tolerance {res.FunctionTolerance:E2} = {Markup.Escape(res.FunctionToleranceBasis)}"
+                : "function: not compared");
+            if (equivalent) AnsiConsole.MarkupLine($"[green]equivalent[/] up to gauge ({res.HeadForm} form): weights and function within their tolerances");
+            else AnsiConsole.MarkupLine($"[red]not equivalent[/] ({res.HeadForm} form): {(res.WeightsEquivalent ? "" : $"largest weight distance {res.Largest:E2} at {where} exceeds {tolerance:E2}")}{(res.WeightsEquivalent || res.FunctionEquivalent ? "" : "; ")}{(res.FunctionEquivalent ? "" : $"function distance {res.FunctionDistance:E2} exceeds {res.FunctionTolerance:E2}")}");
             return equivalent ? ExitCodes.Ok : ExitCodes.CheckFailed;
         }));
         return cmd;
@@ -87,9 +82,21 @@ public static class CompareCommand
         ["a"] = a.Directory,
         ["b"] = b.Directory,
         ["tolerance"] = tol,
+        ["tolerance_basis"] = r.ToleranceBasis,
+        ["rounding_a"] = r.RoundingA,
+        ["rounding_b"] = r.RoundingB,
         ["equivalent"] = eq,
+        ["weights_equivalent"] = r.WeightsEquivalent,
+        ["function_equivalent"] = r.FunctionEquivalent,
+        ["head_form"] = r.HeadForm,
         ["largest"] = r.Largest,
         ["largest_where"] = r.LargestWhere,
+        ["function_tokens"] = r.FunctionTokens,
+        ["function_distance"] = r.FunctionDistance,
+        ["function_tolerance"] = r.FunctionTolerance,
+        ["function_tolerance_basis"] = r.FunctionToleranceBasis,
+        ["function_rounding_a"] = r.FunctionRoundingA,
+        ["function_rounding_b"] = r.FunctionRoundingB,
         ["globals"] = new JsonObject(r.Globals.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
         ["near_tied_heads"] = new JsonObject { ["a"] = r.ReportA.NearTiedHeads, ["b"] = r.ReportB.NearTiedHeads },
         ["near_tied_units"] = new JsonObject { ["a"] = r.ReportA.NearTiedUnits, ["b"] = r.ReportB.NearTiedUnits },

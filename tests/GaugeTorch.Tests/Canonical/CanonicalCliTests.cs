@@ -91,7 +91,7 @@ public class CanonicalCliTests(ITestOutputHelper output)
     [Fact]
     public void CompareFindsTheTransformEquivalentAndTheNoisyHeadNot()
     {
-        foreach (var (name, dtype) in new[] { ("canon-tiny-f32", DType.F32), ("canon-small3-f64", DType.F64) })
+        foreach (var (name, dtype) in new[] { ("canon-tiny-f32", DType.F32), ("canon-small3-f64", DType.F64), ("canon-tiny-f64-untied", DType.F64), ("canon-small3-f32-untied", DType.F32) })
         {
             using var ck = CanonicalFormTests.Open(name);
             var c = ck.Config;
@@ -129,9 +129,15 @@ public class CanonicalCliTests(ITestOutputHelper output)
                 foreach (var h in l!["heads"]!.AsArray())
                     if (!(l["layer"]!.GetValue<int>() == 1 && h!["head_a"]!.GetValue<int>() == 2))
                         Assert.True(h!["distance"]!.GetValue<double>() < 1e-4);
-            // The table form names the head too and exits 1.
-            (rc, _, _) = Cli("compare", a, noisyDir);
+            // The table form names the head too, states the tolerance and how it was derived, puts the function
+            // beside the weights, and exits 1.
+            string text;
+            (rc, text, _) = Cli("compare", a, noisyDir);
             Assert.Equal(1, rc);
+            Assert.Contains("measured rounding", text);
+            Assert.Contains("function: row-centred logits differ by", text);
+            Assert.Contains("not equivalent", text);
+            Assert.Contains("layer 1 head 2", text);
         }
         Assert.Equal(2, Cli("compare", "/nonexistent/a", "/nonexistent/b").Exit);
     }

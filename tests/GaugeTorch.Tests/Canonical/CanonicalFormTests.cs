@@ -21,7 +21,11 @@ public class CanonicalFormTests(ITestOutputHelper output)
         ["canon-small3-f64"] = (Small3, new MakeCheckpointOptions { Seed = 12, DType = DType.F64 }),
         ["canon-tiny-f32"] = (TestCheckpoints.Tiny, new MakeCheckpointOptions { Seed = 13, DType = DType.F32 }),
         ["canon-small3-f32-untied"] = (Small3, new MakeCheckpointOptions { Seed = 14, DType = DType.F32, Untied = true }),
+        ["canon-tiny-f64-untied"] = (TestCheckpoints.Tiny, new MakeCheckpointOptions { Seed = 15, DType = DType.F64, Untied = true }),
     };
+
+    /// <summary>Float64 precision without keeping canonical input: measures the arithmetic of the form itself.</summary>
+    public static readonly CanonicalPrecision Recompute = CanonicalPrecision.Float64 with { KeepCanonicalInput = false };
 
     public static IEnumerable<object[]> FixtureNames => Fixtures.Keys.Select(k => new object[] { k });
 
@@ -34,9 +38,9 @@ public class CanonicalFormTests(ITestOutputHelper output)
     public static int[] Tokens(Gpt2Config c) =>
         Gpt2Tokenizer.Encode(Gpt2Tokenizer.BuiltInText).Take(c.NPositions).Select(t => t % c.VocabSize).ToArray();
 
-    public static TestGauge.Model Canon(TestGauge.Model m, Gpt2Config c, CanonicalFormKind form, out CanonicalReport report)
+    public static TestGauge.Model Canon(TestGauge.Model m, Gpt2Config c, CanonicalFormKind form, out CanonicalReport report, CanonicalPrecision? precision = null, bool untied = false)
     {
-        var (layers, g, r) = CanonicalForm.Canonicalize(m.Layers, m.Globals, c, form);
+        var (layers, g, r) = CanonicalForm.Canonicalize(m.Layers, m.Globals, c, form, precision, untied);
         report = r;
         return new TestGauge.Model(layers, g);
     }
@@ -77,8 +81,16 @@ public class CanonicalFormTests(ITestOutputHelper output)
             using var k = Canon(m, c, form, out var report);
             Assert.True(report.Clean, string.Join("; ", report.Layers.SelectMany(l => l.Notes)));
             double fn = LogitsError(m, k, c);
-            using var k2 = Canon(k, c, form, out _);
+            // Idempotence of the float64 arithmetic (recomputed), and exactly (kept: already canonical).
+            using var k2 = Canon(k, c, form, out _, Recompute);
             double idem = MaxRelDiff(k, k2);
+            if (form == CanonicalFormKind.Full)
+            {
+                using var kept = Canon(k, c, form, out var keptReport);
+                Assert.Equal(0, MaxRelDiff(k, kept));
+                Assert.Equal(c.NLayer, keptReport.KeptLayers);
+                Assert.True(keptReport.Frame.Kept);
+            }
             double uniq = 0;
             for (long seed = 1; seed <= 2; seed++)
             {
@@ -88,7 +100,7 @@ public class CanonicalFormTests(ITestOutputHelper output)
                 using var kt = Canon(t, c, form, out _);
                 uniq = Math.Max(uniq, MaxRelDiff(k, kt));
             }
-            output.WriteLine($"{name} {form.Name()}: logits {fn:E2} ({fn / Eps64:F1} eps), idempotence {idem:E2}, uniqueness {uniq:E2}");
+            output.WriteLine($"{name} {form.Name()}: logits {fn:E2} ({fn / Eps64:F1} eps), idempotence {idem:E2}, uniqueness {uniq:E2} (families 1–10{(form == CanonicalFormKind.Full ? ", 11" + (m.Globals.LmHead is null ? "" : ", 12–16") : " only 1–3")})");
             Assert.True(fn <= 100 * Eps64, $"{form}: logits changed by {fn:E2}");
             Assert.True(idem <= 1e-12, $"{form}: idempotence error {idem:E2}");
             Assert.True(uniq <= 1e-9, $"{form}: uniqueness error {uniq:E2}");
@@ -180,7 +192,7 @@ public class CanonicalFormTests(ITestOutputHelper output)
             Assert.True(lr.NearTiedHeads >= 1, "identical heads are reported as tied");
             Assert.Contains(lr.Notes, n => n.Contains("composite is zero"));
             double fn = LogitsError(m, k, c);
-            using var k2 = Canon(k, c, form, out _);
+            using var k2 = Canon(k, c, form, out _, Recompute);
             double idem = MaxRelDiff(k, k2);
             output.WriteLine($"{form.Name()}: logits {fn:E2}, idempotence {idem:E2}");
             Assert.True(fn <= 100 * Eps64);

@@ -61,7 +61,8 @@ public class CanonicalStreamingTests(ITestOutputHelper output)
         using var outCk = Gpt2Checkpoint.Open(direct);
         var c = ck.Config;
         using var m = TestGauge.Load(ck);
-        using var k = CanonicalFormTests.Canon(m, c, CanonicalFormKind.Full, out _);
+        // The in-memory form at the same storage precision (its tie thresholds scale with the dtype's rounding).
+        using var k = CanonicalFormTests.Canon(m, c, CanonicalFormKind.Full, out _, CanonicalPrecision.For(dtype, dtype));
         var st = dtype.ToScalarType();
         for (int l = 0; l < c.NLayer; l++)
             foreach (var (suffix, t) in k.Layers[l].Named())

@@ -5,9 +5,10 @@ using static TorchSharp.torch;
 namespace GaugeTorch.Tests.Canonical;
 
 /// <summary>
-/// Test-only: applies one random element of every gauge family of GAUGE.md §2 (composed, both permutations
-/// included) to a float64 model held in memory. Kept minimal and independent of the library's gauge code so the
-/// canonical form is checked against a second reading of the spec.
+/// Test-only: applies one random element of every gauge family of GAUGE.md §2 and §2b (composed; head, MLP unit
+/// and residual-coordinate permutations and the global sign included; families 12–16 when the head is untied) to a
+/// float64 model held in memory. Kept minimal and independent of the library's gauge code so the canonical form is
+/// checked against a second reading of the spec.
 /// </summary>
 public static class TestGauge
 {
@@ -44,8 +45,136 @@ public static class TestGauge
 
     private static Tensor Rms(Tensor t) => t.square().mean().sqrt();
 
-    /// <summary>g·θ for a random g of every family (1–10), both permutations included.</summary>
+    /// <summary>
+    /// g·θ for a random g of every family: 1–10, then 11 (a random residual permutation, with σ = −1 for odd seeds
+    /// and +1 for even ones) and, when the head is untied, 12–16. <paramref name="papersFamiliesOnly"/>: families 1–3 only.
+    /// </summary>
     public static Model Transform(Model m, Gpt2Config c, long seed, bool papersFamiliesOnly = false)
+    {
+        var basic = TransformBasic(m, c, seed, papersFamiliesOnly);
+        if (papersFamiliesOnly) return basic;
+        var gen = new Generator((ulong)(seed * 7919 + 17));
+        var perm = randperm(c.NEmbd, generator: gen).data<long>().Select(i => (int)i).ToArray();
+        var t = ResidualPermutation(basic, perm, seed % 2 == 1 ? -1.0 : 1.0);
+        basic.Dispose();
+        if (t.Globals.LmHead is null) return t;
+        var u = Untied(t, gen);
+        t.Dispose();
+        return u;
+    }
+
+    /// <summary>Families 12–16 (GAUGE.md §2b), each with a random element, composed; the head must be untied.</summary>
+    public static Model Untied(Model m, Generator gen)
+    {
+        using var scope = NewDisposeScope();
+        var g = m.Globals;
+        long v = g.Wte.shape[0], d = g.Wte.shape[1];
+        var wte = g.Wte.clone(); var head = g.LmHead!.clone(); var gf = g.LnFW.clone(); var bf = g.LnFB.clone();
+        // 12, token mean: wte[t] += c_t·1 (the residual's 1-component is never read).
+        wte = wte + randn(v, 1, ScalarType.Float64, generator: gen) * 0.1 * Rms(wte);
+        // 13, final gain ↔ head columns: γ_f∘s, β_f∘s, lm_head·diag(s)⁻¹ (s of both signs, |s| in [0.5, 2]).
+        var sgn = where(rand(d, ScalarType.Float64, generator: gen) < 0.3, -1.0, 1.0);
+        var s = (rand(d, ScalarType.Float64, generator: gen) * 1.5 + 0.5) * sgn;
+        gf = gf * s; bf = bf * s; head = head / s.unsqueeze(0);
+        // 14, unembedding offset: lm_head + 1uᵀ (every logit of a position shifts by u·LN_f(x)).
+        head = head + randn(1, d, ScalarType.Float64, generator: gen) * 0.1 * Rms(head);
+        // 15, final bias ↔ head rows: β_f + t with lm_head[v] += c_v/γ_f, c_v = (λ − t·h_v) / ((β_f + t)·(1/γ_f)).
+        var t = randn(d, ScalarType.Float64, generator: gen) * 0.1 * Rms(bf);
+        double lambda = 0.1 * randn(1, ScalarType.Float64, generator: gen).item<double>();
+        var denom = ((bf + t) / gf).sum();
+        var cv = (lambda - matmul(head, t)) / denom;                                  // [V]
+        head = head + cv.unsqueeze(1) * (1.0 / gf).unsqueeze(0);
+        bf = bf + t;
+        var stage = new Model(m.Layers.Select(l => l.Clone()).ToList(), new GlobalWeights { Wte = wte, Wpe = g.Wpe.clone(), LnFW = gf, LnFB = bf, LmHead = head });
+        // 16, residual rotation without folding, with Q·1 = ±1 (the sign from the generator).
+        double sigma = rand(1, ScalarType.Float64, generator: gen).item<double>() < 0.5 ? -1.0 : 1.0;
+        var q = RandomResidualRotation(d, gen, sigma);
+        var result = ResidualRotation(stage, q);
+        stage.Dispose();
+        foreach (var l in result.Layers) l.MoveToOuterDisposeScope();
+        result.Globals.MoveToOuterDisposeScope();
+        return result;
+    }
+
+    /// <summary>An orthogonal Q [d, d] with Q·1 = σ·1: σ·H·diag(1, O)·Hᵀ with H orthonormal, first column 1/√d, O random orthogonal.</summary>
+    public static Tensor RandomResidualRotation(long d, Generator gen, double sigma)
+    {
+        using var scope = NewDisposeScope();
+        var m = randn(d, d, ScalarType.Float64, generator: gen);
+        m[TensorIndex.Colon, 0] = ones(d, ScalarType.Float64);
+        var (hb, _) = linalg.qr(m);
+        hb = hb * hb[0, 0].sign();                                                    // first column +1/√d
+        var (o, _) = linalg.qr(randn(d - 1, d - 1, ScalarType.Float64, generator: gen));
+        var block = eye(d, dtype: ScalarType.Float64);
+        block[TensorIndex.Slice(1), TensorIndex.Slice(1)] = o;
+        return (matmul(matmul(hb, block), hb.t()) * sigma).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Family 16 (GAUGE.md §2b) on the stored model, nothing folded: each reader absorbs M = diag(γ)⁻¹Qᵀdiag(γ)
+    /// (W → M·W, β → β·M⁻¹; ln_f/lm_head: lm_head → lm_head·Mᵀ), writers and embeddings go to ·Q.
+    /// Exact only for an untied head and Q orthogonal with Q·1 = ±1.
+    /// </summary>
+    public static Model ResidualRotation(Model m, Tensor q)
+    {
+        using var scope = NewDisposeScope();
+        (Tensor W, Tensor B) Reader(Tensor gamma, Tensor beta, Tensor w)
+        {
+            var mm = matmul(matmul(diag(1.0 / gamma), q.t()), diag(gamma));          // [d, d]
+            var minv = matmul(matmul(diag(1.0 / gamma), q), diag(gamma));            // M⁻¹ (Q orthogonal)
+            return (matmul(mm, w), matmul(beta, minv));
+        }
+        var layers = new List<LayerWeights>();
+        foreach (var l in m.Layers)
+        {
+            var (aw, b1) = Reader(l.Ln1W, l.Ln1B, l.AttnW);
+            var (fw, b2) = Reader(l.Ln2W, l.Ln2B, l.FcW);
+            layers.Add(new LayerWeights
+            {
+                Ln1W = l.Ln1W.clone(), Ln1B = b1, AttnW = aw, AttnB = l.AttnB.clone(),
+                AttnProjW = matmul(l.AttnProjW, q), AttnProjB = matmul(l.AttnProjB, q),
+                Ln2W = l.Ln2W.clone(), Ln2B = b2, FcW = fw, FcB = l.FcB.clone(),
+                MlpProjW = matmul(l.MlpProjW, q), MlpProjB = matmul(l.MlpProjB, q),
+            }.MoveToOuterDisposeScope());
+        }
+        var g = m.Globals;
+        var (headT, bf) = Reader(g.LnFW, g.LnFB, g.LmHead!.t());
+        var globals = new GlobalWeights
+        {
+            Wte = matmul(g.Wte, q), Wpe = matmul(g.Wpe, q), LnFW = g.LnFW.clone(), LnFB = bf, LmHead = headT.t().contiguous(),
+        }.MoveToOuterDisposeScope();
+        return new Model(layers, globals);
+    }
+
+    /// <summary>
+    /// Family 11 (GAUGE.md §2): the residual coordinates permuted (canonical j ← original perm[j]) and the stream
+    /// multiplied by σ = ±1. wte, wpe → σ·(·)P; readers W → PᵀW, ln_1/ln_2 γ → σγP, β → βP; writers W → σWP,
+    /// b → σbP; ln_f γ_f → γ_fP, β_f → σβ_fP; an untied lm_head → σ·lm_head·P.
+    /// </summary>
+    public static Model ResidualPermutation(Model m, int[] perm, double sigma)
+    {
+        using var scope = NewDisposeScope();
+        var p = tensor(perm.Select(i => (long)i).ToArray(), ScalarType.Int64);
+        Tensor Cols(Tensor w) => w.index_select(1, p);
+        Tensor Vec(Tensor b) => b.index_select(0, p);
+        var layers = m.Layers.Select(l => new LayerWeights
+        {
+            Ln1W = Vec(l.Ln1W) * sigma, Ln1B = Vec(l.Ln1B), AttnW = l.AttnW.index_select(0, p), AttnB = l.AttnB.clone(),
+            AttnProjW = Cols(l.AttnProjW) * sigma, AttnProjB = Vec(l.AttnProjB) * sigma,
+            Ln2W = Vec(l.Ln2W) * sigma, Ln2B = Vec(l.Ln2B), FcW = l.FcW.index_select(0, p), FcB = l.FcB.clone(),
+            MlpProjW = Cols(l.MlpProjW) * sigma, MlpProjB = Vec(l.MlpProjB) * sigma,
+        }.MoveToOuterDisposeScope()).ToList();
+        var g = m.Globals;
+        var globals = new GlobalWeights
+        {
+            Wte = Cols(g.Wte) * sigma, Wpe = Cols(g.Wpe) * sigma, LnFW = Vec(g.LnFW), LnFB = Vec(g.LnFB) * sigma,
+            LmHead = g.LmHead is null ? null : Cols(g.LmHead) * sigma,
+        }.MoveToOuterDisposeScope();
+        return new Model(layers, globals);
+    }
+
+    /// <summary>g·θ for a random g of families 1–10 (both permutations included).</summary>
+    public static Model TransformBasic(Model m, Gpt2Config c, long seed, bool papersFamiliesOnly = false)
     {
         var gen = new Generator((ulong)seed);
         double z = papersFamiliesOnly ? 0.0 : 1.0; // scales the additive families 4–10 (and turns off 6 below)

@@ -15,6 +15,11 @@ public sealed record CanonicalizeOptions
     public bool Float64Output { get; init; }
     /// <summary>Tokens on which to measure the logits error of the export (null or empty: not measured).</summary>
     public int[]? Tokens { get; init; }
+    /// <summary>
+    /// Keep the values of an input that is already canonical within its storage precision (see
+    /// <see cref="CanonicalPrecision.KeepCanonicalInput"/>), so that canonicalizing a canonical export reproduces its bytes.
+    /// </summary>
+    public bool KeepCanonicalInput { get; init; } = true;
     /// <summary>Layers done / total (the globals count as one more step).</summary>
     public IProgress<(int Done, int Total)>? Progress { get; init; }
 }
@@ -104,7 +109,8 @@ public static class CanonicalCheckpoint
                 }
             }
 
-            var report = new CanonicalReport { Form = o.Form };
+            var precision = CanonicalPrecision.For(ck.StorageDType, outType) with { KeepCanonicalInput = o.KeepCanonicalInput };
+            var report = new CanonicalReport { Form = o.Form, Precision = precision };
             var copiedBuffers = new HashSet<string>(StringComparer.Ordinal);
             int total = c.NLayer + 1;
             using var tokens = o.Tokens is not { Length: > 0 } ? null : tensor(o.Tokens.Take(c.NPositions).Select(i => (long)i).ToArray(), ScalarType.Int64);
@@ -113,11 +119,24 @@ public static class CanonicalCheckpoint
             // stored) that measure the export. The float64 canonical form itself is checked by the tests (≤ 100 ε).
             GlobalWeights? orig = null, canon;
             Tensor? xOrig = null, xStored = null;
+            ResidualFrame frame;
             PhaseClock.Start();
-            // The globals are staged like a layer and written by the writer task (first in its chain).
+            // The globals are staged like a layer and written by the writer task (first in its chain). They come
+            // first because step 4b fixes the residual frame there, which every layer then takes.
             using (var g = ck.LoadGlobals(ScalarType.Float64))
             {
-                canon = CanonicalForm.Globals(o.Form, g, report);
+                PhaseClock.Mark("globals: load");
+                CanonicalGlobals.RequireFinite(ck, g, wteChecked: o.Form == CanonicalFormKind.Full);
+                PhaseClock.Mark("globals: finite");
+                try
+                {
+                    if (o.Form == CanonicalFormKind.Full) (canon, frame) = CanonicalGlobals.Canonicalize(g, untied: false, precision, report);
+                    else (canon, frame) = (PaperForm.CanonicalizeGlobals(g), ResidualFrame.Identity());
+                }
+                catch (NonFiniteTensorException e)
+                {
+                    throw CanonicalGlobals.Located(ck, e.Suffix);
+                }
                 var named = new List<(string Key, Tensor T)>
                 {
                     (Gpt2Keys.Wte, canon.Wte), (Gpt2Keys.Wpe, canon.Wpe), (Gpt2Keys.LnFWeight, canon.LnFW), (Gpt2Keys.LnFBias, canon.LnFB),
@@ -131,6 +150,7 @@ public static class CanonicalCheckpoint
                     CanonicalKernels.FromFloat64(NativeTensorAccess.DataPointer(t64), t64.numel(), outType, stagingGlobals.Slot(name));
                     writerOf[name].Claim(name, outType, t.shape);
                 }
+                PhaseClock.Mark("globals: stage");
                 writing[1] = Task.Run(stagingGlobals.WriteAll);
                 if (tokens is not null)
                 {
@@ -155,7 +175,8 @@ public static class CanonicalCheckpoint
             // sends it to disk (whole pages with direct I/O) while the next layer is computed. Staging buffers come
             // in pairs (l mod 2) and are reused, so nothing large is allocated per layer. The paper form allocates
             // per layer.
-            using var k = o.Form == CanonicalFormKind.Full ? new LayerCanonicalizer(c) : null;
+            using var frameOwner = frame;
+            using var k = o.Form == CanonicalFormKind.Full ? new LayerCanonicalizer(c) { Frame = frame, Precision = precision } : null;
             bool direct = outType is DType.F32 or DType.F64;
             var bigWeights = new[] { 2, 4, 8, 10 };   // c_attn, attn.c_proj, c_fc, mlp.c_proj weights (LayerSuffixes order)
             var shapes = Gpt2Keys.LayerSuffixes.Select(sfx => Gpt2Keys.LayerShape(c, sfx)).ToArray();
@@ -195,7 +216,7 @@ public static class CanonicalCheckpoint
                         using var w = ck.LoadLayer(l, ScalarType.Float64);
                         foreach (var (suffix, t) in w.Named())
                             if (!t.isfinite().all().item<bool>()) throw new NonFiniteTensorException(suffix).In(ck, l);
-                        cw = PaperForm.CanonicalizeLayer(w, c, lr);
+                        cw = PaperForm.CanonicalizeLayer(w, c, lr, precision);
                     }
                     int ti = 0;
                     foreach (var (suffix, t) in cw.Named())

@@ -1,3 +1,4 @@
+using GaugeTorch.SafeTensors;
 using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -17,7 +18,18 @@ public sealed record LayerComparison(int Layer, double MlpDistance, double AttnB
     public double Distance => new[] { MaxHeadDistance, MlpDistance, AttnBiasDistance, MlpBiasDistance }.Max();
 }
 
-/// <summary>The result of <see cref="CanonicalCompare.Compare"/>.</summary>
+/// <summary>Options of <see cref="CanonicalCompare.Compare"/>.</summary>
+public sealed record CompareOptions
+{
+    /// <summary>Largest distance between the canonical forms still called equivalent; null: derived from the inputs' measured rounding.</summary>
+    public double? Tolerance { get; init; }
+    /// <summary>Tokens for the function comparison; null: the built-in text (ids folded into a small vocabulary); empty: not compared.</summary>
+    public int[]? Tokens { get; init; }
+    /// <summary>Layers done / total (the globals count as one more step).</summary>
+    public IProgress<(int Done, int Total)>? Progress { get; init; }
+}
+
+/// <summary>The result of <see cref="CanonicalCompare.Compare"/>: distances, tolerances and the verdict.</summary>
 public sealed class ComparisonResult
 {
     public List<LayerComparison> Layers { get; } = [];
@@ -25,8 +37,40 @@ public sealed class ComparisonResult
     public Dictionary<string, double> Globals { get; } = new(StringComparer.Ordinal);
     public CanonicalReport ReportA { get; init; } = new();
     public CanonicalReport ReportB { get; init; } = new();
+    /// <summary>"tied" or "untied": the canonical form both were brought to (untied when either head is).</summary>
+    public string HeadForm { get; set; } = "tied";
 
     public double Largest => Math.Max(Layers.Count == 0 ? 0 : Layers.Max(l => l.Distance), Globals.Count == 0 ? 0 : Globals.Values.Max());
+
+    /// <summary>
+    /// The measured rounding of each input: the largest distance (the same measures as <see cref="Largest"/>) between
+    /// its float64 canonical form and the canonical form of that form rounded to the input's storage dtype (its
+    /// residual frame recomputed). ~1e-15 for F64 inputs.
+    /// </summary>
+    public double RoundingA { get; set; }
+    public double RoundingB { get; set; }
+    /// <summary>The tolerance on <see cref="Largest"/> the verdict used.</summary>
+    public double Tolerance { get; set; }
+    /// <summary>How <see cref="Tolerance"/> was obtained, in words.</summary>
+    public string ToleranceBasis { get; set; } = "";
+
+    /// <summary>Tokens of the function comparison (0: not compared).</summary>
+    public int FunctionTokens { get; set; }
+    /// <summary>‖Y_A − Y_B‖_F / ‖Y_A‖_F of the row-centred logits (float64), null when not compared.</summary>
+    public double? FunctionDistance { get; set; }
+    /// <summary>
+    /// Measured function rounding of each input: the same distance between the input and the input with every stored
+    /// value moved by a random relative error uniform in ±u (u the unit roundoff of its storage dtype).
+    /// </summary>
+    public double? FunctionRoundingA { get; set; }
+    public double? FunctionRoundingB { get; set; }
+    public double? FunctionTolerance { get; set; }
+    public string FunctionToleranceBasis { get; set; } = "";
+
+    public bool WeightsEquivalent => Largest <= Tolerance;
+    public bool FunctionEquivalent => FunctionDistance is not double f || f <= FunctionTolerance;
+    /// <summary>The verdict: equivalent up to gauge when the canonical forms agree within the tolerance and the function does too.</summary>
+    public bool Equivalent => WeightsEquivalent && FunctionEquivalent;
 
     /// <summary>Where the largest distance is, in words (layer/head with both original indices, or a tensor).</summary>
     public string LargestWhere
@@ -52,52 +96,312 @@ public sealed class ComparisonResult
 
 /// <summary>
 /// Decides whether two checkpoints are the same function up to gauge: both are brought to the full canonical form
-/// (GAUGE.md §5) layer by layer in float64 and compared. Heads are compared through their QK and VO composites
+/// (GAUGE.md §5, with step 4b: the tied form when both heads are tied, else the untied form) layer by layer in
+/// float64 and compared. Heads are compared through their QK and VO composites
 /// (computed in factored form: ‖X_A Y_Aᵀ − X_B Y_Bᵀ‖_F = ‖R₁R₂ᵀ‖_F with QRs of [X_A, −X_B] and [Y_A, Y_B]), which
 /// does not depend on the sign or basis choices inside near-degenerate singular subspaces. Heads are matched
 /// greedily by fingerprint and canonical-data distance (a head permutation is itself a gauge, so any matching is
 /// legitimate; for distinct heads it is the canonical order). MLP units are compared in canonical order, taking the
 /// swap of any adjacent pair of B's units that matches A better (up to four passes); longer chains of near-tied units can still be
 /// mismatched (see docs/canonical-form.md).
+/// <para>The verdict also compares the function: the row-centred logits of both checkpoints on a text, in float64.
+/// Both tolerances are derived from the measured rounding of the inputs (<see cref="RoundingSafety"/>), not from a
+/// table per dtype: two checkpoints whose differences are within a few times what storing each of them costs are
+/// called equivalent.</para>
 /// </summary>
 public static class CanonicalCompare
 {
-    public static ComparisonResult Compare(Gpt2Checkpoint a, Gpt2Checkpoint b, IProgress<(int Done, int Total)>? progress = null)
+    /// <summary>
+    /// Tolerance = this × (measured rounding of A + of B), for the weights and for the function alike. Measured
+    /// (docs/canonical-form.md): the trained F16 demo model against a random gauge transform of itself stored in F16
+    /// is at 0.64× the sum in weights and 0.23× in logits, while a 2 % change of layer 0's c_fc is 25× the sum in
+    /// weights and 8× in logits (layer 1's: 26× and 3.7×); F32 test fixtures against their transforms are at
+    /// 0.4–1.2× the sum in weights.
+    /// </summary>
+    public const double RoundingSafety = 4;
+
+    /// <summary>The smallest weight tolerance: the float64 canonical form's own uniqueness bound (GAUGE.md §5), for F64 inputs whose rounding is 0.</summary>
+    public const double Float64WeightFloor = 1e-9;
+
+    /// <summary>The smallest function tolerance: 100 ε_F64, the bound a gauge transform must meet in float64 (GAUGE.md §4).</summary>
+    public static readonly double Float64FunctionFloor = 100 * Math.Pow(2, -52);
+
+    public static ComparisonResult Compare(Gpt2Checkpoint a, Gpt2Checkpoint b, IProgress<(int Done, int Total)>? progress = null) =>
+        Compare(a, b, new CompareOptions { Progress = progress });
+
+    public static ComparisonResult Compare(Gpt2Checkpoint a, Gpt2Checkpoint b, CompareOptions o)
     {
         var c = a.Config;
         var cb = b.Config;
         if (c.NLayer != cb.NLayer || c.NEmbd != cb.NEmbd || c.NHead != cb.NHead || c.NInner != cb.NInner || c.VocabSize != cb.VocabSize || c.NPositions != cb.NPositions)
             throw new ArgumentException($"{a.Directory} and {b.Directory} have different architectures (L, d, h, F, V, P = {c.NLayer}, {c.NEmbd}, {c.NHead}, {c.NInner}, {c.VocabSize}, {c.NPositions} vs {cb.NLayer}, {cb.NEmbd}, {cb.NHead}, {cb.NInner}, {cb.VocabSize}, {cb.NPositions}): not comparable");
-        var result = new ComparisonResult { ReportA = new CanonicalReport { Form = CanonicalFormKind.Full }, ReportB = new CanonicalReport { Form = CanonicalFormKind.Full } };
-        // One reusable canonicalizer per side, reading each layer in place from the memory maps.
-        using var canonA = new LayerCanonicalizer(c);
-        using var canonB = new LayerCanonicalizer(c);
-        for (int l = 0; l < c.NLayer; l++)
+        var pa = CanonicalPrecision.For(a.StorageDType, a.StorageDType);
+        var pb = CanonicalPrecision.For(b.StorageDType, b.StorageDType);
+        var result = new ComparisonResult
         {
-            using var scope = NewDisposeScope();
-            var ra = new LayerReport { Layer = l };
-            var rb = new LayerReport { Layer = l };
-            canonA.Run(a, l, ra);
-            canonB.Run(b, l, rb);
-            result.ReportA.Layers.Add(ra);
-            result.ReportB.Layers.Add(rb);
-            result.Layers.Add(CompareLayer(canonA.Output, canonB.Output, ra, rb, c));
-            LayerCanonicalizer.ReleaseMapped(a, l);
-            LayerCanonicalizer.ReleaseMapped(b, l);
-            progress?.Report((l + 1, c.NLayer + 1));
-        }
-        using (var scope = NewDisposeScope())
+            ReportA = new CanonicalReport { Form = CanonicalFormKind.Full, Precision = pa },
+            ReportB = new CanonicalReport { Form = CanonicalFormKind.Full, Precision = pb },
+        };
+        bool untied = !a.Tied || !b.Tied;
+        result.HeadForm = untied ? "untied" : "tied";
+        var sa = a.StorageDType.ToScalarType();
+        var sb = b.StorageDType.ToScalarType();
+        var tokens = o.Tokens ?? BuiltInTokens(c);
+        using var tok = tokens.Length == 0 ? null : tensor(tokens.Take(c.NPositions).Select(i => (long)i).ToArray(), ScalarType.Int64);
+        result.FunctionTokens = tok is null ? 0 : (int)tok.shape[0];
+
+        // Globals first: step 4b fixes each side's residual frame there. Non-finite weights anywhere are refused.
+        using var ga = a.LoadGlobals(ScalarType.Float64);
+        using var gb = b.LoadGlobals(ScalarType.Float64);
+        CanonicalGlobals.RequireFinite(a, ga, wteChecked: true);
+        CanonicalGlobals.RequireFinite(b, gb, wteChecked: true);
+        (GlobalWeights, ResidualFrame) Globals(Gpt2Checkpoint ck, GlobalWeights g, CanonicalPrecision p, CanonicalReport r)
         {
-            var ga = CanonicalForm.CanonicalizeGlobals(a.LoadGlobals(ScalarType.Float64), result.ReportA);
-            var gb = CanonicalForm.CanonicalizeGlobals(b.LoadGlobals(ScalarType.Float64), result.ReportB);
-            result.Globals[Gpt2Keys.Wte] = Rel(ga.Wte, gb.Wte);
-            result.Globals[Gpt2Keys.Wpe] = Rel(ga.Wpe, gb.Wpe);
-            result.Globals[Gpt2Keys.LnFWeight] = Rel(ga.LnFW, gb.LnFW);
-            result.Globals[Gpt2Keys.LnFBias] = Rel(ga.LnFB, gb.LnFB);
-            if (ga.LmHead is not null || gb.LmHead is not null) result.Globals[Gpt2Keys.LmHead] = Rel(ga.Head, gb.Head);
+            try
+            {
+                return CanonicalGlobals.Canonicalize(g, untied, p, r);
+            }
+            catch (NonFiniteTensorException e)
+            {
+                throw CanonicalGlobals.Located(ck, e.Suffix);
+            }
         }
-        progress?.Report((c.NLayer + 1, c.NLayer + 1));
+        var (cga, fa) = Globals(a, ga, pa, result.ReportA);
+        var (cgb, fb) = Globals(b, gb, pb, result.ReportB);
+        using var frameA = fa;
+        using var frameB = fb;
+
+        double roundA, roundB;
+        ResidualFrame? rframeA, rframeB;
+        try
+        {
+            using (var scope = NewDisposeScope())
+            {
+                result.Globals[Gpt2Keys.Wte] = Rel(cga.Wte, cgb.Wte);
+                result.Globals[Gpt2Keys.Wpe] = Rel(cga.Wpe, cgb.Wpe);
+                result.Globals[Gpt2Keys.LnFWeight] = Rel(cga.LnFW, cgb.LnFW);
+                result.Globals[Gpt2Keys.LnFBias] = Rel(cga.LnFB, cgb.LnFB);
+                if (untied) result.Globals[Gpt2Keys.LmHead] = Rel(cga.Head, cgb.Head);
+            }
+            // Each input's measured rounding: how far one rounding to its storage dtype moves its canonical form. The
+            // globals are canonicalized again from their rounded canonical form (recomputed); the frame that gives (the
+            // identity for a tied head; for an untied head wte's principal axes, which move by ~u·λ₁/gap) then rotates
+            // each rounded canonical layer, and compare's own distances measure the result.
+            (roundA, rframeA) = GlobalRounding(cga, sa, untied, pa);
+            (roundB, rframeB) = GlobalRounding(cgb, sb, untied, pb);
+        }
+        finally
+        {
+            // The canonical globals are not needed any more (the function uses the inputs as stored): 643 MB each on gpt2-xl.
+            cga.Dispose();
+            cgb.Dispose();
+        }
+        using var roundingFrameA = rframeA;
+        using var roundingFrameB = rframeB;
+
+        // The function: each input as stored, and each input with every stored value moved by a random relative
+        // error of the size of its storage rounding (uniform in ±u; its measured function rounding, in its own
+        // coordinates: a badly conditioned point of the orbit suffers more from the same rounding than its canonical
+        // form), streamed layer by layer in float64 beside the canonicalization.
+        double ua = CanonicalPrecision.UnitRoundoff(a.StorageDType), ub = CanonicalPrecision.UnitRoundoff(b.StorageDType);
+        Tensor? xa = null, xb = null, xra = null, xrb = null;
+        if (tok is not null)
+        {
+            xa = Gpt2Functional.Embed(tok, ga.Wte, ga.Wpe).DetachFromDisposeScope();
+            xb = Gpt2Functional.Embed(tok, gb.Wte, gb.Wpe).DetachFromDisposeScope();
+            xra = PerturbedEmbed(tok, ga, ua, 1000).DetachFromDisposeScope();
+            xrb = PerturbedEmbed(tok, gb, ub, 2000).DetachFromDisposeScope();
+        }
+        try
+        {
+            // One reusable canonicalizer per side, reading each layer in place from the memory maps.
+            using var canonA = new LayerCanonicalizer(c) { Frame = fa, Precision = pa };
+            using var canonB = new LayerCanonicalizer(c) { Frame = fb, Precision = pb };
+            for (int l = 0; l < c.NLayer; l++)
+            {
+                using var scope = NewDisposeScope();
+                var ra = new LayerReport { Layer = l };
+                var rb = new LayerReport { Layer = l };
+                canonA.Run(a, l, ra);
+                canonB.Run(b, l, rb);
+                result.ReportA.Layers.Add(ra);
+                result.ReportB.Layers.Add(rb);
+                result.Layers.Add(CompareLayer(canonA.Output, canonB.Output, ra, rb, c));
+                // Freed before the forwards below: on gpt2-xl each float64 layer is 240 MB.
+                roundA = Math.Max(roundA, LayerRounding(canonA.Output, sa, rframeA, ra, c));
+                roundB = Math.Max(roundB, LayerRounding(canonB.Output, sb, rframeB, rb, c));
+                if (tok is not null)
+                {
+                    using (var la = a.LoadLayer(l, ScalarType.Float64))
+                    {
+                        Step(ref xa!, la, c);
+                        using var pla = Perturbed(la, ua, 1000 + l + 1);
+                        Step(ref xra!, pla, c);
+                    }
+                    using (var lb = b.LoadLayer(l, ScalarType.Float64))
+                    {
+                        Step(ref xb!, lb, c);
+                        using var plb = Perturbed(lb, ub, 2000 + l + 1);
+                        Step(ref xrb!, plb, c);
+                    }
+                }
+                LayerCanonicalizer.ReleaseMapped(a, l);
+                LayerCanonicalizer.ReleaseMapped(b, l);
+                o.Progress?.Report((l + 1, c.NLayer + 1));
+            }
+            result.RoundingA = roundA;
+            result.RoundingB = roundB;
+            if (o.Tolerance is double given)
+            {
+                result.Tolerance = given;
+                result.ToleranceBasis = "given";
+            }
+            else
+            {
+                double derived = RoundingSafety * (roundA + roundB);
+                result.Tolerance = Math.Max(derived, Float64WeightFloor);
+                result.ToleranceBasis = derived >= Float64WeightFloor
+                    ? $"{RoundingSafety:G} × (measured rounding of A {roundA:E2} ({a.StorageDType}) + of B {roundB:E2} ({b.StorageDType}))"
+                    : $"the float64 form's uniqueness bound {Float64WeightFloor:G} (measured rounding: A {roundA:E2}, B {roundB:E2})";
+            }
+            if (tok is not null)
+            {
+                using var scope = NewDisposeScope();
+                var ya = Gpt2Functional.RowCentre(Gpt2Functional.Head(xa!, ga, c));
+                var yb = Gpt2Functional.RowCentre(Gpt2Functional.Head(xb!, gb, c));
+                var yra = Gpt2Functional.RowCentre(PerturbedHead(xra!, ga, c, ua, 1000));
+                var yrb = Gpt2Functional.RowCentre(PerturbedHead(xrb!, gb, c, ub, 2000));
+                double eps = Math.Pow(2, -52);
+                double na = ya.norm().item<double>(), nb = yb.norm().item<double>();
+                result.FunctionDistance = (ya - yb).norm().item<double>() / (na + eps);
+                double fra = (yra - ya).norm().item<double>() / (na + eps);
+                double frb = (yrb - yb).norm().item<double>() / (nb + eps);
+                result.FunctionRoundingA = fra;
+                result.FunctionRoundingB = frb;
+                double derived = RoundingSafety * (fra + frb);
+                result.FunctionTolerance = Math.Max(derived, Float64FunctionFloor);
+                result.FunctionToleranceBasis = derived >= Float64FunctionFloor
+                    ? $"{RoundingSafety:G} × (measured function rounding of A {fra:E2} + of B {frb:E2})"
+                    : $"100 ε_F64 = {Float64FunctionFloor:E2} (measured function rounding: A {fra:E2}, B {frb:E2})";
+            }
+        }
+        finally
+        {
+            xa?.Dispose(); xb?.Dispose(); xra?.Dispose(); xrb?.Dispose();
+        }
+        o.Progress?.Report((c.NLayer + 1, c.NLayer + 1));
         return result;
+    }
+
+    /// <summary>
+    /// The globals' share of an input's measured rounding: the largest relative distance between its canonical
+    /// globals <paramref name="canon"/> and the canonical form (recomputed) of their rounding to <paramref name="storage"/>,
+    /// and the residual frame that recomputation finds (null when it is the identity).
+    /// </summary>
+    private static (double Rounding, ResidualFrame? Frame) GlobalRounding(GlobalWeights canon, ScalarType storage, bool untied, CanonicalPrecision p)
+    {
+        using var scope = NewDisposeScope();
+        using var rounded = Rounded(canon, storage);
+        var (g, frame) = CanonicalGlobals.Canonicalize(rounded, untied, p with { KeepCanonicalInput = false });
+        using (g)
+        {
+            double r = canon.Named().Zip(g.Named()).Max(x => Rel(x.First.Tensor, x.Second.Tensor));
+            if (frame.IsIdentity)
+            {
+                frame.Dispose();
+                return (r, null);
+            }
+            return (r, frame);
+        }
+    }
+
+    /// <summary>The layer's share of the measured rounding: compare's distance between a canonical layer and its rounding to <paramref name="storage"/>, moved into the recomputed frame.</summary>
+    private static double LayerRounding(LayerWeights canon, ScalarType storage, ResidualFrame? frame, LayerReport report, Gpt2Config c)
+    {
+        using var scope = NewDisposeScope();
+        using var stored = canon.To(storage);
+        using var rounded = stored.To(ScalarType.Float64);
+        stored.Dispose();
+        using var moved = InFrame(rounded, frame);
+        return CompareLayer(canon, moved ?? rounded, report, report, c).Distance;
+    }
+
+    /// <summary>A canonical layer (LayerNorms 1 and 0) moved into <paramref name="frame"/>: readers Fᵀ·W, writers W·F; null for no frame.</summary>
+    private static LayerWeights? InFrame(LayerWeights w, ResidualFrame? frame)
+    {
+        if (frame is null) return null;
+        using var scope = NewDisposeScope();
+        return new LayerWeights
+        {
+            Ln1W = w.Ln1W.clone(), Ln1B = w.Ln1B.clone(), AttnW = frame.Reader(w.AttnW), AttnB = w.AttnB.clone(),
+            AttnProjW = frame.Writer(w.AttnProjW), AttnProjB = frame.WriterVector(w.AttnProjB),
+            Ln2W = w.Ln2W.clone(), Ln2B = w.Ln2B.clone(), FcW = frame.Reader(w.FcW), FcB = w.FcB.clone(),
+            MlpProjW = frame.Writer(w.MlpProjW), MlpProjB = frame.WriterVector(w.MlpProjB),
+        }.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The built-in text as token ids (ids beyond a small test model's vocabulary folded into it, mod V), at most P of them.</summary>
+    public static int[] BuiltInTokens(Gpt2Config c) =>
+        Gpt2Tokenizer.Encode(Gpt2Tokenizer.BuiltInText).Take(c.NPositions).Select(t => t % c.VocabSize).ToArray();
+
+    private static void Step(ref Tensor x, LayerWeights w, Gpt2Config c)
+    {
+        var next = Gpt2Functional.Block(x, w, c).DetachFromDisposeScope();
+        x.Dispose();
+        x = next;
+    }
+
+    /// <summary>x·(1 + u·r) with r uniform in [−1, 1] (seeded): a random relative error of the size of a storage rounding.</summary>
+    private static Tensor Perturbed(Tensor x, double u, long seed)
+    {
+        using var scope = NewDisposeScope();
+        var r = rand(x.shape, ScalarType.Float64, generator: new Generator((ulong)seed)) * 2 - 1;
+        return (x + x * r * u).MoveToOuterDisposeScope();
+    }
+
+    private static LayerWeights Perturbed(LayerWeights w, double u, long seed)
+    {
+        int i = 0;
+        var d = w.Named().ToDictionary(p => p.Suffix, p => p.Tensor);
+        return LayerWeights.FromFunc(sfx => Perturbed(d[sfx], u, seed * 64 + i++));
+    }
+
+    /// <summary>
+    /// The embedding of <paramref name="tok"/> [T] with the stored wte and wpe perturbed (<see cref="Perturbed(Tensor, double, long)"/>):
+    /// only the rows used, each token's row by its own seed, so that a repeated token sees the same perturbed row.
+    /// </summary>
+    private static Tensor PerturbedEmbed(Tensor tok, GlobalWeights g, double u, long seed)
+    {
+        using var scope = NewDisposeScope();
+        var ids = tok.data<long>().ToArray();
+        var rows = cat(ids.Select(id => Perturbed(g.Wte[id], u, seed * 1_000_003 + 17 + id)).ToList(), 0).view(ids.Length, -1);
+        var pos = Perturbed(g.Wpe.narrow(0, 0, ids.Length), u, seed * 64 + 2);
+        return (rows + pos).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The logits [T, V] of hidden states <paramref name="x"/> through ln_f and the head, all perturbed; the head in chunks of 8,192 vocabulary rows.</summary>
+    private static Tensor PerturbedHead(Tensor x, GlobalWeights g, Gpt2Config c, double u, long seed)
+    {
+        using var scope = NewDisposeScope();
+        var n = Gpt2Functional.LayerNorm(x, Perturbed(g.LnFW, u, seed * 64 + 3), Perturbed(g.LnFB, u, seed * 64 + 4), c.LayerNormEpsilon);
+        var head = g.Head;
+        long v = head.shape[0];
+        const long chunk = 8192;
+        var parts = new List<Tensor>();
+        for (long start = 0, i = 0; start < v; start += chunk, i++)
+        {
+            using var part = Perturbed(head.narrow(0, start, Math.Min(chunk, v - start)), u, seed * 64 + 5 + 64 * i);
+            parts.Add(matmul(n, part.t()));
+        }
+        return cat(parts, 1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Globals rounded to a storage dtype and back to float64.</summary>
+    private static GlobalWeights Rounded(GlobalWeights g, ScalarType storage)
+    {
+        using var scope = NewDisposeScope();
+        Tensor R(Tensor t) => t.to_type(storage).to_type(ScalarType.Float64);
+        return new GlobalWeights { Wte = R(g.Wte), Wpe = R(g.Wpe), LnFW = R(g.LnFW), LnFB = R(g.LnFB), LmHead = g.LmHead is null ? null : R(g.LmHead) }.MoveToOuterDisposeScope();
     }
 
     /// <summary>‖x − y‖_F / max(‖x‖_F, ‖y‖_F); 0 when both are 0.</summary>

@@ -1,3 +1,4 @@
+using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -22,13 +23,13 @@ internal static class CanonicalMath
     /// composite <c>A Bᵀ = U diag(S) Vᵀ</c>: X = U·S^{1/2} [b, m, r], Y = V·S^{1/2} [b, n, r] and S [b, r]
     /// (descending), with the sign rule applied, and the number of Householder fallbacks. See <see cref="BalancingTransforms(Tensor, Tensor, double)"/>.
     /// </summary>
-    public static (Tensor X, Tensor S, Tensor Y, int Fallbacks) BalancedFactors(Tensor a, Tensor b, double rankTolerance)
+    public static (Tensor X, Tensor S, Tensor Y, int Fallbacks) BalancedFactors(Tensor a, Tensor b, double rankTolerance, double tie = CanonicalForm.GapTolerance)
     {
         using var scope = NewDisposeScope();
         var (ta, s, tb, fallbacks) = BalancingTransforms(a, b, rankTolerance);
         var x = matmul(a, ta);
         var y = matmul(b, tb);
-        var sign = SignsOfColumns(x).unsqueeze(1);
+        var sign = SignsOfColumns(x, tie).unsqueeze(1);
         return ((x * sign).MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope(), (y * sign).MoveToOuterDisposeScope(), fallbacks);
     }
 
@@ -104,15 +105,192 @@ internal static class CanonicalMath
     }
 
     /// <summary>
-    /// The sign rule for a batch of factors X [b, m, r]: ±1 [b, r] such that, after multiplying, the entry of each
-    /// column with the largest magnitude (the first one on exact ties) is positive.
+    /// The sign rule for a batch of factors X [b, m, r]: ±1 [b, r] per column, see <see cref="SignRule"/> (ties within
+    /// <paramref name="tie"/> broken by the third moment).
     /// </summary>
-    public static Tensor SignsOfColumns(Tensor x)
+    public static Tensor SignsOfColumns(Tensor x, double tie = CanonicalForm.GapTolerance)
     {
         using var scope = NewDisposeScope();
-        var idx = x.abs().argmax(1, keepdim: true);                // [b, 1, r]
-        var lead = x.gather(1, idx).squeeze(1);
-        return where(lead < 0, full_like(lead, -1.0), full_like(lead, 1.0)).MoveToOuterDisposeScope();
+        var c = x.to_type(ScalarType.Float64).contiguous();
+        long b = c.shape[0], m = c.shape[1], r = c.shape[2];
+        var stats = CanonicalKernels.ColumnSignStats(NativeTensorAccess.DataPointer(c), b, m, r, tie);
+        var signs = new double[b * r];
+        for (int i = 0; i < signs.Length; i++) signs[i] = SignRule(stats[i], tie, tie).Sign;
+        return tensor(signs, ScalarType.Float64).view(b, r).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The sign rule of GAUGE.md §5 step 7 for one column: +1 when its entry of largest magnitude is positive. When the
+    /// largest positive and the largest negative magnitude agree within <paramref name="tol"/> (relative), the column's
+    /// third moment Σx³ decides instead (odd, so it flips with the column, and far from 0 exactly where the two
+    /// extremes nearly cancel); when that too is within the tolerance (relative to Σ|x|³), the extreme that comes first
+    /// decides (unbroken). <c>NearTie</c>: the margin of the magnitudes is within <paramref name="tie"/>, so storage
+    /// rounding could flip the rule.
+    /// </summary>
+    public static (double Sign, bool NearTie, bool Unbroken) SignRule(in ColumnSignStat s, double tol, double tie)
+    {
+        double m = Math.Max(s.MaxPositive, s.MaxNegative);
+        if (m == 0) return (1.0, false, false);
+        double d1 = (s.MaxPositive - s.MaxNegative) / m;
+        bool near = Math.Abs(d1) <= tie;
+        if (Math.Abs(d1) > tol) return (d1 > 0 ? 1.0 : -1.0, near, false);
+        if (s.AbsCubes > 0 && Math.Abs(s.Cubes) > tol * s.AbsCubes) return (s.Cubes > 0 ? 1.0 : -1.0, true, false);
+        if (s.MaxPositive != s.MaxNegative) return (s.MaxPositive > s.MaxNegative ? 1.0 : -1.0, true, true);
+        return (s.FirstPositive <= s.FirstNegative ? 1.0 : -1.0, true, true);
+    }
+
+    /// <summary>
+    /// True when a stored column may keep its sign: some values within storage rounding (<see cref="CanonicalPrecision.Noise"/>)
+    /// of the stored ones make the rule of <see cref="SignRule"/> give +.
+    /// </summary>
+    public static bool SignAdmissible(in ColumnSignStat s, CanonicalPrecision p)
+    {
+        double m = Math.Max(s.MaxPositive, s.MaxNegative);
+        if (m == 0) return true;
+        Span<double> d = [(s.MaxPositive - s.MaxNegative) / m, s.AbsCubes > 0 ? s.Cubes / s.AbsCubes : 0];
+        Span<double> noise = [p.Noise, 2 * p.Noise];
+        return Favourable(d, noise, p.Sort) != ScanResult.Reject;
+    }
+
+    /// <summary>Outcome of <see cref="Favourable"/>.</summary>
+    public enum ScanResult { Accept, Reject, Tied }
+
+    /// <summary>
+    /// Whether a decision of the form can come out in favour of the first item for some values within
+    /// <paramref name="noise"/> of the stored ones. <paramref name="diffs"/> are the relative differences component by
+    /// component (positive: first wins); the form decides at the first component whose |difference| exceeds
+    /// <paramref name="tol"/>. Scanning in that order: a component whose interval reaches above tol can decide for the
+    /// first item (Accept); one whose interval lies below −tol decides against it whatever the rounding was (Reject);
+    /// otherwise it can be a tie and the scan goes on (Tied when every component can).
+    /// </summary>
+    public static ScanResult Favourable(ReadOnlySpan<double> diffs, ReadOnlySpan<double> noise, double tol)
+    {
+        for (int j = 0; j < diffs.Length; j++)
+        {
+            double hi = diffs[j] + noise[j];
+            if (hi > tol) return ScanResult.Accept;
+            if (hi < -tol) return ScanResult.Reject;
+        }
+        return ScanResult.Tied;
+    }
+
+    /// <summary>
+    /// The first position p whose stored pair (p, p+1) no values within storage rounding could have put in this
+    /// order (−1: none), for items sorted by descending keys as in <see cref="TolerantSort"/>: keys relative to each
+    /// component's largest |value|, with noise <paramref name="noise"/>[k] (relative to that scale); where every key
+    /// can tie, <paramref name="dataDiffs"/>(a, b) gives the relative data differences (noise <see cref="CanonicalPrecision.Noise"/>).
+    /// </summary>
+    public static int FirstInadmissible(double[][] keys, double[] noise, CanonicalPrecision p, Func<int, int, double[]> dataDiffs)
+    {
+        int n = keys.Length;
+        if (n < 2) return -1;
+        int m = keys[0].Length;
+        var scale = KeyScales(keys);
+        var diffs = new double[m];
+        for (int a = 0; a + 1 < n; a++)
+        {
+            for (int k = 0; k < m; k++) diffs[k] = scale[k] == 0 ? 0 : (keys[a][k] - keys[a + 1][k]) / scale[k];
+            var r = Favourable(diffs, noise, p.Sort);
+            if (r == ScanResult.Reject) return a;
+            if (r == ScanResult.Tied)
+            {
+                var dd = dataDiffs(a, a + 1);
+                if (Favourable(dd, Enumerable.Repeat(p.Noise, dd.Length).ToArray(), p.Sort) == ScanResult.Reject) return a;
+            }
+        }
+        return -1;
+    }
+
+    /// <summary>Largest |value| of each key component over all items (the scale of <see cref="TolerantSort"/>).</summary>
+    public static double[] KeyScales(double[][] keys)
+    {
+        int m = keys.Length == 0 ? 0 : keys[0].Length;
+        var scale = new double[m];
+        for (int k = 0; k < m; k++)
+            foreach (var key in keys) scale[k] = Math.Max(scale[k], Math.Abs(key[k]));
+        return scale;
+    }
+
+    /// <summary>
+    /// The margin of the decision between two items of <see cref="TolerantSort"/>: the relative difference of the first
+    /// key component beyond <paramref name="tol"/>, else of the first data entry beyond it (<paramref name="dataMargin"/>),
+    /// null when nothing but the index decided.
+    /// </summary>
+    public static double? DecisionMargin(double[] ka, double[] kb, double[] scale, double tol, Func<double?> dataMargin)
+    {
+        for (int k = 0; k < ka.Length; k++)
+        {
+            double diff = scale[k] == 0 ? 0 : Math.Abs(ka[k] - kb[k]) / scale[k];
+            if (diff > tol) return diff;
+        }
+        return dataMargin();
+    }
+
+    /// <summary>The relative difference of the first entry beyond tol (as in <see cref="DataCompare"/>), null when all are within it.</summary>
+    public static double? DataMargin(ReadOnlySpan<double> x, ReadOnlySpan<double> y, double tol)
+    {
+        double s = 0;
+        for (int i = 0; i < x.Length; i++) s = Math.Max(s, Math.Max(Math.Abs(x[i]), Math.Abs(y[i])));
+        for (int i = 0; i < x.Length; i++)
+            if (Math.Abs(x[i] - y[i]) > tol * s) return Math.Abs(x[i] - y[i]) / s;
+        return null;
+    }
+
+    /// <summary>Relative entry differences x − y (scaled by the largest magnitude of either), for <see cref="Contradicts"/>.</summary>
+    public static double[] RelativeDiffs(ReadOnlySpan<double> x, ReadOnlySpan<double> y)
+    {
+        double s = 0;
+        for (int i = 0; i < x.Length; i++) s = Math.Max(s, Math.Max(Math.Abs(x[i]), Math.Abs(y[i])));
+        var d = new double[x.Length];
+        if (s > 0) for (int i = 0; i < x.Length; i++) d[i] = (x[i] - y[i]) / s;
+        return d;
+    }
+
+    /// <summary>
+    /// Helmert's orthonormal basis of the complement of 1 in R^d, [d, d−1]: column k (0-based) ∝ e₀ + … + e_k − (k+1)e_{k+1}.
+    /// A fixed basis, so the residual frame of an untied head is defined without any choice.
+    /// </summary>
+    public static Tensor HelmertBasis(long d)
+    {
+        var b = new double[d * (d - 1)];
+        for (long k = 0; k < d - 1; k++)
+        {
+            double norm = 1.0 / Math.Sqrt((k + 1.0) * (k + 2.0));
+            for (long i = 0; i <= k; i++) b[i * (d - 1) + k] = norm;
+            b[(k + 1) * (d - 1) + k] = -(k + 1) * norm;
+        }
+        return tensor(b, ScalarType.Float64).view(d, d - 1);
+    }
+
+    /// <summary>X·B for X [n, d] and Helmert's basis B (<see cref="HelmertBasis"/>), in O(n·d) with a cumulative sum: [n, d−1] (a view of an [n, d] buffer).</summary>
+    public static Tensor HelmertCoordinates(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        long d = x.shape[1];
+        var k = arange(1, d, ScalarType.Float64);                                     // k+1 for column k
+        var cs = x.cumsum(1);
+        var e = cs.narrow(1, 0, d - 1);
+        e.addcmul_(x.narrow(1, 1, d - 1), k.unsqueeze(0), -1.0).div_((k * (k + 1)).sqrt().unsqueeze(0));
+        return e.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Y·Bᵀ for Y [n, d−1] (the inverse of <see cref="HelmertCoordinates"/> on rows orthogonal to 1): [n, d]. With
+    /// <paramref name="inPlace"/> Y is overwritten (scaled) and at most two more [n, d−1] temporaries live at a time.
+    /// </summary>
+    public static Tensor FromHelmertCoordinates(Tensor y, bool inPlace = false)
+    {
+        using var scope = NewDisposeScope();
+        long n = y.shape[0], d = y.shape[1] + 1;
+        var k = arange(1, d, ScalarType.Float64);
+        var z = inPlace ? y.div_((k * (k + 1)).sqrt()) : y / (k * (k + 1)).sqrt();   // [n, d−1]
+        var result = zeros(n, d, ScalarType.Float64);
+        using (var flipped = z.flip(1))
+        using (var partial = flipped.cumsum(1))
+        using (var rc = partial.flip(1))                                              // Σ_{k ≥ i} z_k, i = 0..d−2
+            result.narrow(1, 0, d - 1).copy_(rc);
+        result.narrow(1, 1, d - 1).addcmul_(z, k.unsqueeze(0), -1.0);                 // − i·z_{i−1}
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>Copies a float64 tensor to a managed array (row-major).</summary>
@@ -196,7 +374,7 @@ internal static class CanonicalMath
         return (order, tied);
     }
 
-    private static void MergeSort(int[] a, int[] tmp, int lo, int hi, Func<int, int, int> cmp)
+    internal static void MergeSort(int[] a, int[] tmp, int lo, int hi, Func<int, int, int> cmp)
     {
         if (hi - lo < 2) return;
         int mid = (lo + hi) / 2;

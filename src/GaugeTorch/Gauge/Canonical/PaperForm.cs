@@ -13,8 +13,9 @@ namespace GaugeTorch.Gauge.Canonical;
 /// </summary>
 public static class PaperForm
 {
-    public static LayerWeights CanonicalizeLayer(LayerWeights input, Gpt2Config c, LayerReport report)
+    public static LayerWeights CanonicalizeLayer(LayerWeights input, Gpt2Config c, LayerReport report, CanonicalPrecision? precision = null)
     {
+        var p = precision ?? CanonicalPrecision.Float64;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         long d = c.NEmbd, h = c.NHead, dk = c.HeadDim;
@@ -28,18 +29,18 @@ public static class PaperForm
 
         var qt = CanonicalForm.HeadsOfColumns(cat([wq, bq.unsqueeze(0)], 0), h, dk);   // [h, d+1, dk]
         var kt = CanonicalForm.HeadsOfColumns(cat([wk, bk.unsqueeze(0)], 0), h, dk);
-        var (newQ, sq, newK, fq) = CanonicalMath.BalancedFactors(qt, kt, CanonicalForm.RankTolerance);
+        var (newQ, sq, newK, fq) = CanonicalMath.BalancedFactors(qt, kt, CanonicalForm.RankTolerance, p.Sort);
 
         var vt = CanonicalForm.HeadsOfColumns(cat([wv, bv.unsqueeze(0)], 0), h, dk);   // [h, d+1, dv]
         var ot = w.AttnProjW.view(h, dk, d).transpose(1, 2);                              // [h, d, dv]
-        var (xv, sv, yo, fv) = CanonicalMath.BalancedFactors(vt, ot, CanonicalForm.RankTolerance);
+        var (xv, sv, yo, fv) = CanonicalMath.BalancedFactors(vt, ot, CanonicalForm.RankTolerance, p.Sort);
         report.HouseholderFallbacks += fq + fv;
         // Orthonormal W̃_V = U = X·S^{-1/2} and W_O = S·Vᵀ, i.e. W_Oᵀ = Y·S^{1/2} (zero columns where S = 0).
         var root = sv.sqrt().unsqueeze(1);
         var newV = xv * where(root > 0, root.reciprocal(), zeros_like(root));
         var newOt = yo * root;
 
-        var order = CanonicalForm.SortHeads(sq, sv, () => [newQ, newK, newV, newOt], report);
+        var order = CanonicalForm.SortHeads(sq, sv, () => [newQ, newK, newV, newOt], report, p);
         var perm = tensor(order.Select(i => (long)i).ToArray(), ScalarType.Int64);
         newQ = newQ.index_select(0, perm);
         newK = newK.index_select(0, perm);
@@ -52,7 +53,7 @@ public static class PaperForm
         var attnB = cat([q.select(0, d), k.select(0, d), v.select(0, d)], 0);
         var projW = newOt.transpose(1, 2).reshape(d, d);
 
-        var unitOrder = CanonicalForm.SortUnits(w.FcW, w.FcB, w.MlpProjW, report);
+        var unitOrder = CanonicalForm.SortUnits(w.FcW, w.FcB, w.MlpProjW, report, p);
         var up = tensor(unitOrder.Select(i => (long)i).ToArray(), ScalarType.Int64);
         var result = new LayerWeights
         {
