@@ -130,7 +130,7 @@ public static class AuditCommand
     {
         var table = RedundancyTable.For(ck.Traits, catalog);
         var t = new Table().Title($"gauge redundancy of {Markup.Escape(ck.Directory)} — {Markup.Escape(ck.Traits.Describe())}");
-        t.AddColumn("family").AddColumn("GAUGE.md").AddColumn("dimension formula").AddColumn(new TableColumn("dimension").RightAligned());
+        t.AddColumn("family").AddColumn("no.").AddColumn("dimension formula").AddColumn(new TableColumn("dimension").RightAligned());
         foreach (var row in table.Rows)
             t.AddRow(Markup.Escape(row.Name), Markup.Escape(row.Number), Markup.Escape(row.Formula), row.Continuous ? row.Dimension.ToString("N0") : "[grey]discrete[/]");
         t.AddRow("[bold]total (continuous)[/]", "", "", $"[bold]{table.Total:N0}[/]");
