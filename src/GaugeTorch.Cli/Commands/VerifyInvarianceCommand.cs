@@ -57,10 +57,7 @@ public static class VerifyInvarianceCommand
 
             InvarianceRunResult? run = null;
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            if (Console.IsErrorRedirected)
-                run = InvarianceEvaluator.Run(ck, tokens, dt, cases, allowNonFinite: r.GetValue(allowNonFinite));
-            else
-                CliCommon.Progress().Start(ctx =>
+            CliCommon.Progress().Start(ctx =>
                 {
                     var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Traits.Layers} layers", maxValue: ck.Traits.Layers);
                     run = InvarianceEvaluator.Run(ck, tokens, dt, cases, new Progress<(int Layer, int Layers)>(p => task.Value = p.Layer), r.GetValue(allowNonFinite));
