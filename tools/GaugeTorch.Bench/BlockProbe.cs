@@ -21,7 +21,9 @@ static class BlockProbe
         var t = ck.Traits;
         var stream = new LayerStream(ck);
         int layer = t.Layers / 2;
-        using var stored = stream.Read(layer, ScalarType.Float64);
+        using var read = stream.Read(layer, ScalarType.Float64);
+        // The evaluator's compute layout: Q, K, V as [d, n, hd] (a permuted copy), so the forward reads them in place.
+        using var stored = read.MapNamed((role, w) => role is "q" or "k" or "v" ? w.permute(1, 0, 2).contiguous().permute(1, 0, 2) : w.alias());
         using var x = randn([tokens, t.Hidden], ScalarType.Float64, generator: new Generator(7));
         var rope = GaugeTorch.Model.Forward.RopeTables(t, 0, tokens);
         long d = t.Hidden, f = stored.Up.shape[1], qd = (long)t.QueryHeads * t.HeadDim, kd = (long)t.KvHeads * t.HeadDim;
@@ -61,10 +63,21 @@ static class BlockProbe
                 var sw = Stopwatch.StartNew();
                 var tr = g.SampleLayer(layer, stored);
                 double s1 = sw.Elapsed.TotalSeconds;
-                var (w, _) = tr.ApplyTracked(stored, t);
-                double s2 = sw.Elapsed.TotalSeconds;
-                using (var y = GaugeTorch.Model.Forward.Block(x, w, t, rope)) { }
-                double s3 = sw.Elapsed.TotalSeconds;
+                double s2, s3;
+                if (tr.ActivationMaps(t) is { } maps)
+                {
+                    // As the evaluator runs a dense control: the stored layer with maps (timed within the forward here).
+                    s2 = s1;
+                    using (var y = GaugeTorch.Model.Forward.Block(x, stored, t, rope, maps)) { }
+                    s3 = sw.Elapsed.TotalSeconds;
+                }
+                else
+                {
+                    var (w, _) = tr.ApplyTracked(stored, t);
+                    s2 = sw.Elapsed.TotalSeconds;
+                    using (var y = GaugeTorch.Model.Forward.Block(x, w, t, rope)) { }
+                    s3 = sw.Elapsed.TotalSeconds;
+                }
                 if (r == 0) continue; // warm-up
                 sample.Add(s1); apply.Add(s2 - s1); forward.Add(s3 - s2);
             }
