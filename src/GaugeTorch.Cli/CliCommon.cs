@@ -115,8 +115,14 @@ public static class CliCommon
         }
     }
 
-    /// <summary>A Spectre progress display writing to stderr, so stdout stays clean for tables and JSON.</summary>
-    public static Spectre.Console.Progress Progress() =>
+    /// <summary>
+    /// Progress on stderr, so stdout stays clean for tables and JSON: a live display on a terminal, plain rate-limited
+    /// lines otherwise (<see cref="CliProgress"/>).
+    /// </summary>
+    public static CliProgress Progress() => CliProgress.ForStdErr();
+
+    /// <summary>The Spectre live display <see cref="CliProgress"/> uses on a terminal.</summary>
+    internal static Spectre.Console.Progress SpectreProgress() =>
         StdErr.Progress()
             .AutoClear(true)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn());

@@ -21,7 +21,7 @@ public static class CliModels
     public static ICausalLanguageModel Load(Checkpoint ck, torch.ScalarType dtype, bool allowNonFinite = false)
     {
         ICausalLanguageModel? model = null;
-        if (ck.Store.TotalBytes < 200_000_000 || Console.IsErrorRedirected) model = LanguageModels.Load(ck, dtype, ComputeDevice.Default);
+        if (ck.Store.TotalBytes < 200_000_000) model = LanguageModels.Load(ck, dtype, ComputeDevice.Default);
         else
             CliCommon.Progress().Start(ctx =>
             {

@@ -5,7 +5,11 @@ using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 
 // Measurements for docs/benchmarks.md (run by scripts/bench-foundation.sh). Each mode prints one JSON object on stdout.
-//   load    MODEL DTYPE            time of Gpt2Checkpoint.Open + Gpt2Model.Load, and the process's peak RSS (VmHWM)
+//   load    MODEL DTYPE [map|copy] time of Gpt2Checkpoint.Open + Gpt2Model.Load, and the process's peak RSS (VmHWM);
+//                                  map (default): parameters of the compute dtype zero-copy over the file's private
+//                                  mapping; copy: every parameter copied (the loader before issue 12). Then the time to
+//                                  read every parameter page once (what the first forward pays on a mapped model) and
+//                                  the peak RSS after it
 //   forward MODEL DTYPE T REPS     forward time for T tokens (best and median of REPS after one warm-up) and GFLOP/s
 //   matmul  DTYPE M K N REPS       a plain TorchSharp matmul [M,K]·[K,N] for comparison
 //   generate MODEL DTYPE PROMPT [PAIRS]  greedy generation with the KV cache (Gpt2Model.GenerateGreedy, the code behind
@@ -13,6 +17,10 @@ using TorchSharp;
 //                                  token by position, VmHWM before and after; then PAIRS (20) interleaved single steps
 //                                  at the second and at the last position
 //   steps MODEL DTYPE PAIRS        only the interleaved steps
+//   block MODEL T REPS             issue 12, item 1: verify-invariance's float64 work on one layer, per family and for
+//                                  all together: sampling + transforming the layer (gauge) against the transformed
+//                                  block's forward on T tokens; and the forward's matmul rate against plain float64
+//                                  matmuls of the same shapes, interleaved in the same run
 
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 if (args.Length < 1) return Usage();
@@ -24,11 +32,12 @@ try
 {
     return args[0] switch
     {
-        "load" when args.Length == 3 => Load(args[1], Dtype(args[2])),
+        "load" when args.Length is 3 or 4 => Load(args[1], Dtype(args[2]), args.Length == 3 || args[3] == "map" ? true : args[3] == "copy" ? false : throw new ArgumentException($"'{args[3]}' is not map or copy")),
         "forward" when args.Length == 5 => Forward(args[1], Dtype(args[2]), int.Parse(args[3]), int.Parse(args[4])),
         "matmul" when args.Length == 6 => Matmul(Dtype(args[1]), long.Parse(args[2]), long.Parse(args[3]), long.Parse(args[4]), int.Parse(args[5])),
         "generate" when args.Length is 4 or 5 => Generate(args[1], Dtype(args[2]), int.Parse(args[3]), args.Length == 5 ? int.Parse(args[4]) : 20, full: true),
         "steps" when args.Length == 4 => Generate(args[1], Dtype(args[2]), 1, int.Parse(args[3]), full: false),
+        "block" when args.Length == 4 => BlockProbe.Run(args[1], int.Parse(args[2]), int.Parse(args[3])),
         _ => Usage(),
     };
 }
@@ -60,21 +69,37 @@ static long VmHwm()
 
 static void Emit(object o) => Console.WriteLine(JsonSerializer.Serialize(o));
 
-static int Load(string path, torch.ScalarType dtype)
+static int Load(string path, torch.ScalarType dtype, bool map)
 {
     _ = torch.zeros(1); // load the native library outside the timed region
     long before = VmHwm();
     var sw = Stopwatch.StartNew();
     using var ck = Gpt2Checkpoint.Open(path);
     double open = sw.Elapsed.TotalSeconds;
-    using var m = Gpt2Model.Load(ck, dtype);
+    using var m = Gpt2Model.Load(ck, dtype, zeroCopy: map);
     double total = sw.Elapsed.TotalSeconds;
+    long loaded = VmHwm();
+    // One float per 4 KiB page of every parameter: the page faults a first forward takes on a mapped model.
+    var touch = Stopwatch.StartNew();
+    double sum = 0;
+    foreach (var (_, p) in m.named_parameters()) sum += TouchPages(p);
+    double touched = touch.Elapsed.TotalSeconds;
     Emit(new
     {
-        mode = "load", dtype = dtype.ToString(), file_bytes = ck.Store.TotalBytes, open_s = open, load_s = total,
-        vm_hwm_before_bytes = before, vm_hwm_bytes = VmHwm(), threads = torch.get_num_threads(),
+        mode = "load", dtype = dtype.ToString(), loader = map ? "map" : "copy", file_bytes = ck.Store.TotalBytes, open_s = open, load_s = total,
+        touch_s = touched, load_and_touch_s = total + touched, checksum = sum,
+        vm_hwm_before_bytes = before, vm_hwm_after_load_bytes = loaded, vm_hwm_bytes = VmHwm(), threads = torch.get_num_threads(),
     });
     return 0;
+}
+
+static unsafe double TouchPages(torch.Tensor p)
+{
+    long bytes = p.numel() * p.element_size();
+    byte* b = (byte*)GaugeTorch.SafeTensors.NativeTensorAccess.DataPointer(p);
+    double s = 0;
+    for (long o = 0; o < bytes; o += 4096) s += b[o];
+    return s;
 }
 
 /// <summary>Multiply-adds ×2 of one forward as computed (the attention scores are computed for the full T×T square).</summary>

@@ -166,9 +166,7 @@ public static class AuditCommand
         var table = RedundancyTable.For(traits, catalog);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         NullityResult? res = null;
-        if (Console.IsErrorRedirected) res = JacobianNullity.Run(traits, catalog, options);
-        else
-            CliCommon.Progress().Start(ctx =>
+        CliCommon.Progress().Start(ctx =>
             {
                 var task = ctx.AddTask($"Jacobian rows, {traits.Describe()}", maxValue: 1.0);
                 res = JacobianNullity.Run(traits, catalog, options, new Progress<(long Done, long Total)>(p => task.Value = (double)p.Done / Math.Max(1, p.Total)));
@@ -222,9 +220,7 @@ public static class AuditCommand
         var sw = System.Diagnostics.Stopwatch.StartNew();
         GradientResult? res = null;
         var source = new CheckpointSource(ck);
-        if (Console.IsErrorRedirected) res = GradientOrthogonality.Run(source, ids, families);
-        else
-            CliCommon.Progress().Start(ctx =>
+        CliCommon.Progress().Start(ctx =>
             {
                 var task = ctx.AddTask($"float64 gradient, {traits.Layers} layers", maxValue: 1.0);
                 res = GradientOrthogonality.Run(source, ids, families, progress: new Progress<(int Done, int Total)>(p => task.Value = (double)p.Done / p.Total));

@@ -40,11 +40,6 @@ public static class CanonicalizeCheckpointCommand
             var sw = Stopwatch.StartNew();
             CanonicalReport report = null!;
             var options = new CanonicalizeOptions { Form = kind, Float64Output = f64, Tokens = tokens };
-            if (Console.IsErrorRedirected)
-            {
-                report = CanonicalCheckpoint.Write(ck, outDir, options);
-            }
-            else
             {
                 CliCommon.Progress().Start(ctx =>
                 {

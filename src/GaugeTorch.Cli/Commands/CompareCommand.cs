@@ -28,9 +28,7 @@ public static class CompareCommand
             ComparisonResult res = null!;
             int total = ca.Config.NLayer + 1;
             var options = new CompareOptions { Tolerance = given };
-            if (Console.IsErrorRedirected) res = CanonicalCompare.Compare(ca, cb, options);
-            else
-                CliCommon.Progress().Start(ctx =>
+            CliCommon.Progress().Start(ctx =>
                 {
                     var task = ctx.AddTask("canonicalizing and comparing", maxValue: total);
                     res = CanonicalCompare.Compare(ca, cb, options with { Progress = SyncProgress.Create(p => task.Value = p.Done) });

@@ -45,8 +45,21 @@ public static class GenerateCommand
                 stdout.Flush();
                 var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer, gpt2 ? null : prompt.Ids);
                 int produced = 0;
-                foreach (int token in m.GenerateGreedy(prompt.Ids, n))
+                using var next = m.GenerateGreedy(prompt.Ids, n).GetEnumerator();
+                bool more = false;
+                // The prefill (the whole prompt in one forward) is the long wait before the first token: in logs it
+                // shows as elapsed-time lines; on a terminal the streamed text itself shows life.
+                var progress = CliCommon.Progress();
+                if (progress.Plain)
+                    progress.Start(ctx =>
+                    {
+                        ctx.AddTask($"generate: prefill of {prompt.Ids.Length} tokens").IsIndeterminate = true;
+                        more = next.MoveNext();
+                    });
+                else more = next.MoveNext();
+                for (; more; more = next.MoveNext())
                 {
+                    int token = next.Current;
                     produced++;
                     string piece = decoder is null ? "," + token : decoder.Add(token);
                     if (piece.Length > 0)

@@ -59,7 +59,7 @@ public static class LlamaMaking
         };
         var opts = new LlamaMakeOptions { Seed = seed, DType = dtype, Shards = shards, InvFreqBuffers = buffers, Force = force };
         long bytes = cfg.ParameterCount(cfg.TieWordEmbeddings) * opts.DType.Size();
-        if (bytes > 200_000_000 && !Console.IsErrorRedirected)
+        if (bytes > 200_000_000)
         {
             CliCommon.Progress().Start(ctx =>
             {

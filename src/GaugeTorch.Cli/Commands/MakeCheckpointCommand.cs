@@ -64,7 +64,7 @@ public static class MakeCheckpointCommand
                 Prefix = r.GetValue(prefix), MaskBuffers = r.GetValue(buffers), Untied = r.GetValue(untied), Force = r.GetValue(force),
             };
             long bytes = cfg.ParameterCount(!opts.Untied) * opts.DType.Size();
-            if (bytes > 200_000_000 && !Console.IsErrorRedirected)
+            if (bytes > 200_000_000)
             {
                 CliCommon.Progress().Start(ctx =>
                 {

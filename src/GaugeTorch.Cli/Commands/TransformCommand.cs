@@ -31,7 +31,7 @@ public static class TransformCommand
             {
                 Seed = r.GetValue(seed), Families = fams, OutputDType = outType, ResidualRotation = r.GetValue(rotation), AllowNonFinite = r.GetValue(allowNonFinite),
             };
-            if (Console.IsErrorRedirected || ck.Store.TotalBytes < 100_000_000)
+            if (ck.Store.TotalBytes < 100_000_000)
                 CheckpointTransformer.Write(ck, dir, opts);
             else
                 CliCommon.Progress().Start(ctx =>

@@ -57,12 +57,9 @@ public static class VerifyInvarianceCommand
 
             InvarianceRunResult? run = null;
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            if (Console.IsErrorRedirected)
-                run = InvarianceEvaluator.Run(ck, tokens, dt, cases, allowNonFinite: r.GetValue(allowNonFinite));
-            else
-                CliCommon.Progress().Start(ctx =>
+            CliCommon.Progress().Start(ctx =>
                 {
-                    var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Traits.Layers} layers", maxValue: ck.Traits.Layers);
+                    var task = ctx.AddTask($"{cases.Count} transformed copies, {ck.Traits.Layers} layers and the heads", maxValue: ck.Traits.Layers + 1);
                     run = InvarianceEvaluator.Run(ck, tokens, dt, cases, new Progress<(int Layer, int Layers)>(p => task.Value = p.Layer), r.GetValue(allowNonFinite));
                 });
             sw.Stop();

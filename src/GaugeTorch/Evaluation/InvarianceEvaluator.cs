@@ -66,6 +66,7 @@ public static class InvarianceEvaluator
 
     private static Tensor Role(LayerView w, string role) => w.Named().First(p => p.Role == role).Tensor;
 
+    /// <param name="progress">(steps done, steps): one step per layer, and a last one for the heads and the comparison.</param>
     /// <param name="allowNonFinite">Run on NaN or infinite weights instead of refusing them by name (<see cref="FiniteWeights"/>).</param>
     public static InvarianceRunResult Run(Checkpoint ck, int[] tokens, ScalarType compute, IReadOnlyList<InvarianceCase> cases,
                                           IProgress<(int Layer, int Layers)>? progress = null, bool allowNonFinite = false)
@@ -116,10 +117,12 @@ public static class InvarianceEvaluator
                 // One float64 copy of the layer per pass; every case samples from and transforms that copy.
                 using var stored = stream.Read(l, ScalarType.Float64);
                 if (!allowNonFinite) FiniteWeights.RequireLayer(ck, l, stored);
-                using var w = compute == ScalarType.Float64 ? null : stored.MapNamed((role, x) => ForCompute(role, x, compute));
+                // The layer in the compute layout, once: Q, K, V as [d, n, hd] so that no forward re-copies them (in
+                // float64 too: a copy whose unmoved roles every transformed copy shares).
+                using var w = stored.MapNamed((role, x) => ForCompute(role, x, compute));
                 load.Stop();
                 fwd.Start();
-                var nx = Forward.Block(x, w ?? stored, t, rope);
+                var nx = Forward.Block(x, w, t, rope);
                 x.Dispose();
                 x = nx;
                 fwd.Stop();
@@ -127,9 +130,29 @@ public static class InvarianceEvaluator
                 {
                     using var scope = NewDisposeScope();
                     gauge.Start();
-                    var (w64, moved) = cases[k].Element.SampleLayer(l, stored).ApplyTracked(stored, t);
-                    // In float32 only the tensors the element moved are cast; the others are the reference's own.
-                    var wk = w is null ? w64 : w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
+                    var transform = cases[k].Element.SampleLayer(l, stored);
+                    if (transform.ActivationMaps(t) is { } maps)
+                    {
+                        // A dense control: the stored layer (in the compute dtype) with maps on its activations, the
+                        // maps timed as gauge work; no transformed copy of the layer at all.
+                        gauge.Stop();
+                        var timed = maps.Wrapped(f => h =>
+                        {
+                            fwd.Stop();
+                            gauge.Start();
+                            try { return f(h); }
+                            finally { gauge.Stop(); fwd.Start(); }
+                        });
+                        fwd.Start();
+                        var mk = Forward.Block(xs[k]!, w, t, rope, timed).DetachFromDisposeScope();
+                        xs[k]!.Dispose();
+                        xs[k] = mk;
+                        fwd.Stop();
+                        continue;
+                    }
+                    var (w64, moved) = transform.ApplyTracked(stored, t);
+                    // Only the tensors the element moved are laid out (and cast) anew; the others are the reference's own.
+                    var wk = w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
                     gauge.Stop();
                     fwd.Start();
                     var nk = Forward.Block(xs[k]!, wk, t, rope).DetachFromDisposeScope();
@@ -138,7 +161,7 @@ public static class InvarianceEvaluator
                     fwd.Stop();
                 }
                 stream.Release(l);
-                progress?.Report((l + 1, t.Layers));
+                progress?.Report((l + 1, t.Layers + 1));
             }
             prefetch.GetAwaiter().GetResult();
 
@@ -159,6 +182,7 @@ public static class InvarianceEvaluator
                 states[k]!.Dispose();
                 states[k] = null;
             }
+            progress?.Report((t.Layers + 1, t.Layers + 1));
             return new InvarianceRunResult(results, tokens.Length, compute, gauge.Elapsed.TotalSeconds, fwd.Elapsed.TotalSeconds, load.Elapsed.TotalSeconds);
         }
         finally

@@ -68,7 +68,7 @@ public static class Forward
     /// Causal self-attention of an already-normalized input h [.., T, d] at positions start … start+T−1.
     /// Rotary models need <paramref name="rope"/> (cos, sin [T, hd], see <see cref="RopeSpec.Tables"/>).
     /// </summary>
-    public static Tensor Attention(Tensor h, LayerView w, ModelTraits t, (Tensor Cos, Tensor Sin)? rope = null)
+    public static Tensor Attention(Tensor h, LayerView w, ModelTraits t, (Tensor Cos, Tensor Sin)? rope = null, BlockMaps? maps = null)
     {
         using var scope = NewDisposeScope();
         long T = h.shape[^2];
@@ -77,7 +77,9 @@ public static class Forward
         Tensor Heads(Tensor y, int n) => y.reshape([.. lead, T, n, hd]).transpose(-3, -2);   // [.., n, T, hd]
         var q = Heads(Linear(h, Flat(w.Q), FlatBias(w.QBias)), nh);
         var k = Heads(Linear(h, Flat(w.K), FlatBias(w.KBias)), g);
-        var v = Heads(Linear(h, Flat(w.V), FlatBias(w.VBias)), g);
+        var vFlat = Linear(h, Flat(w.V), FlatBias(w.VBias));
+        if (maps?.Values is { } valueMap) vFlat = valueMap(vFlat);
+        var v = Heads(vFlat, g);
         if (t.Positions == PositionKind.Rotary)
         {
             if (rope is not { } r) throw new ArgumentException("a rotary model needs its cos/sin tables");
@@ -94,6 +96,7 @@ public static class Forward
         scores = scores.masked_fill(mask, double.NegativeInfinity);
         var att = scores.softmax(-1);
         var y = matmul(att, v).transpose(-3, -2).reshape([.. lead, T, nh * hd]);   // [.., T, H·hd]
+        if (maps?.Mixed is { } mixMap) y = mixMap(y);
         return Linear(y, w.O.reshape(nh * hd, w.O.shape[2]), w.OBias).MoveToOuterDisposeScope();
     }
 
@@ -110,13 +113,21 @@ public static class Forward
         return Linear(a, w.Down, w.DownBias).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One block: x + attn(norm1(x)), then + mlp(norm2(·)).</summary>
-    public static Tensor Block(Tensor x, LayerView w, ModelTraits t, (Tensor Cos, Tensor Sin)? rope = null)
+    /// <summary>One block: x + attn(norm1(x)), then + mlp(norm2(·)); with <paramref name="maps"/>, its activation maps where they act.</summary>
+    public static Tensor Block(Tensor x, LayerView w, ModelTraits t, (Tensor Cos, Tensor Sin)? rope = null, BlockMaps? maps = null)
     {
         using var scope = NewDisposeScope();
-        var a = x + Attention(Norm(x, w.Norm1, t), w, t, rope);
-        var m = a + Mlp(Norm(a, w.Norm2, t), w, t);
-        return m.MoveToOuterDisposeScope();
+        if (maps is null)
+        {
+            var a = x + Attention(Norm(x, w.Norm1, t), w, t, rope);
+            var m = a + Mlp(Norm(a, w.Norm2, t), w, t);
+            return m.MoveToOuterDisposeScope();
+        }
+        Tensor In(Tensor h) => maps.Reader is { } r ? r(h) : h;
+        Tensor Out(Tensor y) => maps.Writer is { } f ? f(y) : y;
+        var a2 = x + Out(Attention(In(Norm(x, w.Norm1, t)), w, t, rope, maps));
+        var m2 = a2 + Out(Mlp(In(Norm(a2, w.Norm2, t)), w, t));
+        return m2.MoveToOuterDisposeScope();
     }
 
     /// <summary>The normalized final state norm_f(x) [.., T, d].</summary>
@@ -145,4 +156,29 @@ public static class Forward
 
     /// <summary>Subtracts each row's mean: logits are defined only up to a per-position constant.</summary>
     public static Tensor RowCentre(Tensor logits) => logits - logits.mean([-1], keepdim: true);
+}
+
+/// <summary>
+/// Linear maps on a block's activations, each the exact counterpart of a change of the block's weights (issue 12):
+/// a transformed copy whose layer action is such a change can run the stored weights with these maps instead of a
+/// transformed float64 copy of the layer. <see cref="Reader"/>: on each normalized input h before the readers
+/// (h·(AW) = (h·A)·W for Q, K, V, Up, Gate; their biases unchanged). <see cref="Writer"/>: on each writer's output,
+/// bias included ((zW + b)·B for O and Down). <see cref="Values"/>: on the value projection [.., T, G·hd], bias
+/// included. <see cref="Mixed"/>: on the concatenated head outputs [.., T, H·hd] before O.
+/// </summary>
+public sealed record BlockMaps
+{
+    public Func<Tensor, Tensor>? Reader { get; init; }
+    public Func<Tensor, Tensor>? Writer { get; init; }
+    public Func<Tensor, Tensor>? Values { get; init; }
+    public Func<Tensor, Tensor>? Mixed { get; init; }
+
+    /// <summary>Every map wrapped by <paramref name="wrap"/> (e.g. to time them apart from the forward).</summary>
+    public BlockMaps Wrapped(Func<Func<Tensor, Tensor>, Func<Tensor, Tensor>> wrap) => new()
+    {
+        Reader = Reader is null ? null : wrap(Reader),
+        Writer = Writer is null ? null : wrap(Writer),
+        Values = Values is null ? null : wrap(Values),
+        Mixed = Mixed is null ? null : wrap(Mixed),
+    };
 }

@@ -66,34 +66,15 @@ public static class LanguageModels
         ck.Architecture.Parameters().Sum(p => p.Shape.Aggregate(1L, (a, b) => a * b)) + (ck.Tied ? 0 : (long)ck.Traits.Vocab * ck.Traits.Hidden);
 
     /// <summary>
-    /// Copies every parameter of <paramref name="module"/> from the checkpoint key of its name (<see cref="Checkpoint.Key"/>):
-    /// raw bytes straight from the mapped file when the dtypes agree on the CPU, else a converted load. Disposes the
-    /// module on failure.
+    /// Fills every parameter of <paramref name="module"/> from the checkpoint key of its name (<see cref="Checkpoint.Key"/>)
+    /// (<see cref="ParameterLoading"/>: zero-copy over the file's private mapping when the dtypes agree on the CPU, else a
+    /// converted load). Disposes the module on failure.
     /// </summary>
-    public static T FillParameters<T>(T module, Checkpoint ck, ScalarType dtype, IProgress<(long Done, long Total)>? progress = null) where T : nn.Module
+    public static T FillParameters<T>(T module, Checkpoint ck, ScalarType dtype, IProgress<(long Done, long Total)>? progress = null, bool? zeroCopy = null) where T : nn.Module
     {
         try
         {
-            using var _ = no_grad();
-            var pars = module.named_parameters().ToList();
-            long total = pars.Sum(p => ck.Store.Entry(ck.Key(p.name)).ByteLength), done = 0;
-            foreach (var (name, p) in pars)
-            {
-                var entry = ck.Store.Entry(ck.Key(name));
-                if (!entry.Shape.SequenceEqual(p.shape))
-                    throw new ModelFormatException($"{entry.File}: '{entry.Name}' has shape {entry.ShapeText}, the module expects [{string.Join(", ", p.shape)}]");
-                if (entry.DType.ToScalarType() == dtype && p.device_type == DeviceType.CPU)
-                {
-                    ck.Store.CopyRaw(entry, NativeTensorAccess.DataPointer(p));
-                }
-                else
-                {
-                    using var t = ck.Store.Load(entry.Name, dtype);
-                    p.copy_(t);
-                }
-                done += entry.ByteLength;
-                progress?.Report((done, total));
-            }
+            ParameterLoading.Fill(module.named_parameters().ToList(), ck.Store, ck.Key, dtype, progress, zeroCopy);
             return module;
         }
         catch

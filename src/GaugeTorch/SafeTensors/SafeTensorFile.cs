@@ -303,6 +303,45 @@ public sealed class SafeTensorFile : IDisposable
         return (IntPtr)(_wholeBase + e.Begin);
     }
 
+    private PrivateMapping? _private;
+    private bool _privateTried, _disposed;
+
+    /// <summary>
+    /// A CPU tensor over the tensor's bytes in a read-only, private mapping of this file (<see cref="PrivateMapping"/>):
+    /// no copy, pages shared with the page cache. Null where that is not possible (no mmap, or data not aligned to the
+    /// element size); then copy (<see cref="Load(TensorEntry, torch.ScalarType?)"/>). The tensor stays valid after this
+    /// file is disposed: its storage holds the mapping. Never write into it.
+    /// </summary>
+    public torch.Tensor? MappedTensor(TensorEntry e)
+    {
+        CheckOwnEntry(e);
+        PrivateMapping? m;
+        lock (_viewGate)
+        {
+            if (_disposed) throw new ObjectDisposedException(Path);
+            if (!_privateTried)
+            {
+                _privateTried = true;
+                try
+                {
+                    _private = PrivateMapping.TryCreate(Path, FileLength);
+                }
+                catch (Exception x) when (x is IOException or UnauthorizedAccessException)
+                {
+                    throw new SafeTensorsException(Path, e.Name, $"cannot map the file ({x.Message})", x);
+                }
+            }
+            m = _private;
+        }
+        return m?.Wrap(e);
+    }
+
+    /// <summary>Whether <paramref name="p"/> is <paramref name="e"/>'s data in this file's private mapping (a zero-copy tensor's).</summary>
+    public bool IsZeroCopy(TensorEntry e, IntPtr p)
+    {
+        lock (_viewGate) return _private is not null && _private.Holds(e, p);
+    }
+
     [System.Runtime.InteropServices.DllImport("libc.so.6", EntryPoint = "madvise", SetLastError = true)]
     private static extern int MAdvise(IntPtr addr, UIntPtr length, int advice);
 
@@ -330,6 +369,9 @@ public sealed class SafeTensorFile : IDisposable
     {
         lock (_viewGate)
         {
+            _disposed = true;
+            _private?.Release();
+            _private = null;
             if (_wholeView is not null)
             {
                 _wholeView.SafeMemoryMappedViewHandle.ReleasePointer();

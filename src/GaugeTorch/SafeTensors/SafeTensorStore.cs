@@ -135,6 +135,13 @@ public sealed class SafeTensorStore : IDisposable
         hit.File.CopyRaw(e, destination);
     }
 
+    /// <summary>A zero-copy CPU tensor over a tensor's stored bytes, or null (see <see cref="SafeTensorFile.MappedTensor"/>).</summary>
+    public torch.Tensor? MappedTensor(TensorEntry e)
+    {
+        if (!_byName.TryGetValue(e.Name, out var hit)) throw new KeyNotFoundException($"tensor '{e.Name}' not found");
+        return hit.File.MappedTensor(e);
+    }
+
     /// <summary>Zero-copy pointer to a tensor's stored bytes (see <see cref="SafeTensorFile.MappedPointer"/>).</summary>
     public IntPtr MappedPointer(TensorEntry e)
     {

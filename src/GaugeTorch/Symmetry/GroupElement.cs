@@ -80,6 +80,12 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
         return (w.Map(x => x.alias()).MoveToOuterDisposeScope(), (IReadOnlySet<string>)moved);
     });
 
+    /// <summary>
+    /// The activation maps equivalent to this transform (<see cref="IActivationMapAction"/>), when it is exactly one
+    /// such action; otherwise null (apply it to the weights).
+    /// </summary>
+    public BlockMaps? ActivationMaps(ModelTraits t) => Actions is [IActivationMapAction a] ? a.Maps(t) : null;
+
     /// <summary>The inverse: inverse actions in reverse order.</summary>
     public LayerTransform Inverse() => new(Actions.Reverse().Select(a => a.Inverse()).ToList());
 }

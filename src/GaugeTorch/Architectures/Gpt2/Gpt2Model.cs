@@ -212,31 +212,17 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>, GaugeTorch.Model.ICau
         }
     }
 
-    /// <summary>Loads every parameter name-for-name from the checkpoint (converting to <paramref name="dtype"/>).</summary>
-    public static Gpt2Model Load(Gpt2Checkpoint ck, ScalarType dtype, Device? device = null, IProgress<(long Done, long Total)>? progress = null)
+    /// <summary>
+    /// Loads every parameter name-for-name from the checkpoint: zero-copy over the file's private mapping when the stored
+    /// dtype is <paramref name="dtype"/> (unless <paramref name="zeroCopy"/> is false), else converted
+    /// (<see cref="GaugeTorch.Model.ParameterLoading"/>).
+    /// </summary>
+    public static Gpt2Model Load(Gpt2Checkpoint ck, ScalarType dtype, Device? device = null, IProgress<(long Done, long Total)>? progress = null, bool? zeroCopy = null)
     {
         var model = new Gpt2Model(ck.Config, dtype, device, untied: !ck.Tied);
         try
         {
-            using var _ = no_grad();
-            var pars = model.named_parameters().ToList();
-            long total = pars.Sum(p => ck.Store.Entry(ck.Key(p.name)).ByteLength), done = 0;
-            foreach (var (name, p) in pars)
-            {
-                var entry = ck.Store.Entry(ck.Key(name));
-                var file = ck.Store.Files.First(f => f.Path == entry.File);
-                if (entry.DType.ToScalarType() == dtype && p.device_type == DeviceType.CPU)
-                {
-                    file.CopyRaw(entry, NativeTensorAccess.DataPointer(p));
-                }
-                else
-                {
-                    using var t = file.Load(entry, dtype);
-                    p.copy_(t);
-                }
-                done += entry.ByteLength;
-                progress?.Report((done, total));
-            }
+            GaugeTorch.Model.ParameterLoading.Fill(model.named_parameters().ToList(), ck.Store, ck.Key, dtype, progress, zeroCopy);
             return model;
         }
         catch

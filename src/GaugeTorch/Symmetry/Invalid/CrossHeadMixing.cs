@@ -35,12 +35,15 @@ public sealed class CrossHeadMixing : SymmetryFamily
         r = r * (1 - eye(h, dtype: ScalarType.Float64)).unsqueeze(-1).unsqueeze(-1);
         var big = r.permute(0, 2, 1, 3).reshape(n, n);
         var p = eye(n, dtype: ScalarType.Float64) + big * 0.1;
-        var inv = linalg.inv(p);
-        return new CrossHeadMixingAction(p.MoveToOuterDisposeScope(), inv.MoveToOuterDisposeScope());
+        return new CrossHeadMixingAction(p.MoveToOuterDisposeScope());
     });
 }
 
-public sealed class CrossHeadMixingAction(Tensor p, Tensor pInv) : ILayerAction
+/// <summary>
+/// The mixing P (its inverse <paramref name="pInv"/> formed only where the weights need it: on the activations P⁻¹
+/// is a solve, a third of an inverse's flop).
+/// </summary>
+public sealed class CrossHeadMixingAction(Tensor p, Tensor? pInv = null) : IActivationMapAction
 {
     public string Name => "invalid:cross-head-mixing";
 
@@ -48,8 +51,21 @@ public sealed class CrossHeadMixingAction(Tensor p, Tensor pInv) : ILayerAction
     {
         w.V = ViewOps.Heads(matmul(Forward.Flat(w.V), p), t.KvHeads, t.HeadDim);
         if (w.VBias is not null) w.VBias = matmul(w.VBias.reshape(-1), p).reshape(t.KvHeads, t.HeadDim);
-        w.O = matmul(pInv, ViewOps.FlatO(w)).reshape(w.O.shape);
+        w.O = matmul(pInv ?? linalg.inv(p), ViewOps.FlatO(w)).reshape(w.O.shape);
     }
 
-    public ILayerAction Inverse() => new CrossHeadMixingAction(pInv, p);
+    /// <summary>Values v ↦ v·P (bias included: (hV + b)·P = h·VP + b·P); head outputs z ↦ z·P⁻¹ before O (P⁻¹·O).</summary>
+    public BlockMaps Maps(ModelTraits t) => new()
+    {
+        Values = v => matmul(v, p.to_type(v.dtype)),
+        Mixed = z => pInv is not null
+            ? matmul(z, pInv.to_type(z.dtype))
+            : linalg.solve(p.t().to_type(z.dtype), z.reshape(-1, z.shape[^1]).t()).t().reshape(z.shape), // z·P⁻¹ = (P⁻ᵀ·zᵀ)ᵀ
+    };
+
+    public ILayerAction Inverse()
+    {
+        var inv = pInv ?? linalg.inv(p);
+        return new CrossHeadMixingAction(inv, p);
+    }
 }
