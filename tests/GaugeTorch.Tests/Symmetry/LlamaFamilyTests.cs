@@ -247,6 +247,31 @@ public class LlamaFamilyTests(ITestOutputHelper output)
         Assert.True(rel <= 100 * InvarianceMetrics.EpsMach(ScalarType.Float64), $"{variant}: {rel:G3}");
     }
 
+    [Theory]
+    [InlineData("qwen2")]
+    [InlineData("mqa")]
+    public void VerifyInvarianceCommandNamesTheLlamaFamiliesInItsJson(string variant)
+    {
+        string dir = LlamaFixtures.Get(variant);
+        using var ck = Checkpoint.Open(dir);
+        var (code, stdout, err) = CliRunner.Run("verify-invariance", dir, "--tokens", "3,17,42,5,8,13,21,2", "--transforms", "2", "--json", "-");
+        Assert.True(code == 0, err);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(stdout)!;
+        var names = json["families"]!.AsArray().Select(f => f!["name"]!.GetValue<string>()).ToList();
+        var controls = SymmetryCatalog.ControlsFor(ck.Traits).Select(c => c.Name);
+        Assert.Equal(ExpectedNames(ck.Traits).Append("all-together").Concat(controls), names);
+        Assert.All(json["families"]!.AsArray(), f => Assert.True(f!["passed"]!.GetValue<bool>()));
+        // A family list, and a GPT-2 family that does not hold, by name.
+        (code, stdout, err) = CliRunner.Run("verify-invariance", dir, "--tokens", "3,17,42,5", "--transforms", "1", "--families", "qk-rope,mlp-scale", "--no-controls", "--json", "-");
+        Assert.True(code == 0, err);
+        names = System.Text.Json.Nodes.JsonNode.Parse(stdout)!["families"]!.AsArray().Select(f => f!["name"]!.GetValue<string>()).ToList();
+        Assert.Equal(["qk-rope", "mlp-scale", "all-together"], names);
+        (code, _, err) = CliRunner.Run("verify-invariance", dir, "--tokens", "3,17", "--families", "qk");
+        Assert.Equal(2, code);
+        Assert.Contains("'qk' does not hold", err);
+        Assert.Contains("rotary", err);
+    }
+
     private static Tensor LoadAll(string dir)
     {
         using var store = SafeTensorStore.Open(dir);
