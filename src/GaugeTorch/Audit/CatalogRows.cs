@@ -14,7 +14,7 @@ namespace GaugeTorch.Audit;
 /// model it is used (so that seeds keep their tangents and the gradient figures in docs/audit.md stay bit for bit, and
 /// its tangents' zero parts are stride-0, which gpt2-xl's float64 layers need); otherwise the family's own random
 /// generator (<see cref="SymmetryFamily.RandomGenerator"/>), whose tangents the tests check against finite
-/// differences of the family's action. The formula text is that list's where it has the family (the audit's JSON
+/// differences of the family's action. The number and formula text are that list's where it has the family (the audit's JSON
 /// keeps its strings, e.g. "(d−1)(d−2)/2", "0 (discrete: S_h per layer)"), else the family's own.
 /// </para>
 /// </summary>
@@ -29,7 +29,7 @@ public static class CatalogRows
         Func<ModelTraits, long, ITangent>? tangent = f.Discrete ? null
             : known?.Tangent ?? ((tt, seed) => f.RandomGenerator(new SampleKey(seed, 0), tt)
                 ?? throw new InvalidOperationException($"family '{f.Name}' is continuous but has no random generator"));
-        return new FamilyRow(f.Name, Number(f.Reference), known?.Formula ?? (f.Discrete ? "0 (discrete)" : f.DimensionFormula(t)), f.HoldsFor, f.Dimension, tangent);
+        return new FamilyRow(f.Name, known?.Number ?? Number(f.Reference), known?.Formula ?? (f.Discrete ? "0 (discrete)" : f.DimensionFormula(t)), f.HoldsFor, f.Dimension, tangent);
     }
 
     /// <summary>"GAUGE.md §2b family 16" → "§2b 16"; "GAUGE.md §6.2 (global, tied)" → "§6.2 (global, tied)".</summary>
