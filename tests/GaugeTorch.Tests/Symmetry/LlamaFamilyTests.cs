@@ -162,6 +162,14 @@ public class LlamaFamilyTests(ITestOutputHelper output)
         }
         Assert.True(Conformality(QkRope.Instance) < 1e-14);
         Assert.True(Conformality(NonCommutingRope.Instance) > 1e-2);
+        // The commutant is per-plane complex scalars only when the plane frequencies are distinct: they are, for the
+        // default, linear and llama3 (Llama 3.2's) frequencies at every head_dim the fixtures and presets use.
+        foreach (var spec in new[] { new RopeSpec(10000), new RopeSpec(10000, "linear", Factor: 4), Architectures.Llama.LlamaConfig.Llama3Scaling(500_000) })
+            foreach (int hd in new[] { 8, 12, 16, 64, 128 })
+            {
+                var om = spec.InverseFrequencies(hd);
+                for (int j = 1; j < om.Length; j++) Assert.True(om[j] < om[j - 1], $"{spec} hd={hd}: ω_{j} = {om[j]} is not below ω_{j - 1} = {om[j - 1]}");
+            }
         Assert.Throws<ArgumentException>(() => SymmetryCatalog.Parse("qk", ck.Traits));
         Assert.Throws<ArgumentException>(() => SymmetryCatalog.Parse("ln-gain", ck.Traits));
         var e2 = Assert.Throws<ArgumentException>(() => SymmetryCatalog.Parse("residual-signed-perm", ck.Traits));
