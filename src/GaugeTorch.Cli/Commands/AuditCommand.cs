@@ -11,7 +11,7 @@ namespace GaugeTorch.Cli.Commands;
 /// <c>gaugetorch audit</c>: the checkpoint's redundancy table; <c>--nullity</c> certifies the catalog by Jacobian
 /// nullity on a random model of a given shape; <c>--gradient</c> checks that the loss gradient of the checkpoint is
 /// orthogonal to every continuous family's tangents. The catalog comes in as <see cref="FamilyRow"/>s
-/// (today <see cref="ProvisionalCatalog.Rows"/>); everything else is in GaugeTorch.Audit.
+/// (<see cref="CatalogRows"/>: the symmetry catalog's own families); everything else is in GaugeTorch.Audit.
 /// </summary>
 public static class AuditCommand
 {
@@ -56,7 +56,6 @@ public static class AuditCommand
             if (doNullity && doGradient) throw new ArgumentException("give --nullity or --gradient, not both");
             string? jsonPath = r.GetValue(json);
             OutputPaths.File("--json", jsonPath, null, stdoutAllowed: true);
-            var catalog = ProvisionalCatalog.Rows;
             // Options of one mode given to another would be silently ignored: refuse them by name.
             var shapeOptions = new (string Name, bool Given)[]
             {
@@ -84,7 +83,7 @@ public static class AuditCommand
                     a == "gpt2" ? g : g ?? def.G, a == "gpt2" ? hd : hd ?? def.Hd, r.GetValue(inner) ?? def.F, r.GetValue(vocab) ?? def.V,
                     r.GetValue(positions) ?? def.P, r.GetValue(untied));
                 if (r.GetValue(sequences) < 0) throw new ArgumentException("--sequences must not be negative");
-                return Nullity(traits, catalog, new NullityOptions { Sequences = r.GetValue(sequences), Seed = r.GetValue(seed) }, jsonPath);
+                return Nullity(traits, CatalogRows.For(traits), new NullityOptions { Sequences = r.GetValue(sequences), Seed = r.GetValue(seed) }, jsonPath);
             }
             using var ck = Checkpoint.Open(r.GetValue(model));
             if (doGradient)
@@ -96,9 +95,9 @@ public static class AuditCommand
                 int cap = Math.Min(r.GetValue(maxTokens) ?? int.MaxValue, ck.Traits.MaxPositions);
                 if (ids.Length > cap) ids = ids[..cap];
                 if (ids.Length < 2) throw new ArgumentException($"--gradient needs at least 2 tokens (the text gives {ids.Length})");
-                return Gradient(ck, catalog, ids, k, r.GetValue(seed), jsonPath);
+                return Gradient(ck, CatalogRows.For(ck.Traits), ids, k, r.GetValue(seed), jsonPath);
             }
-            return Table(ck, catalog, jsonPath);
+            return Table(ck, CatalogRows.For(ck.Traits), jsonPath);
         }));
         return cmd;
     }

@@ -3,7 +3,8 @@ using GaugeTorch.Model;
 namespace GaugeTorch.Symmetry;
 
 /// <summary>
-/// The registry: every family in GAUGE.md order (§2 families 1–11, §2b 12–16) and every invalid control (§3). A family
+/// The registry: every family in GAUGE.md order (§2 families 1–11, §2b 12–16, with the LLaMA family's §6.2 families
+/// from <c>Families/Llama/</c> beside their GPT-2 counterparts) and every invalid control (§3, §6.3). A family
 /// holds for a model when its predicate over the model's <see cref="ModelTraits"/> does; "all" means every family that
 /// holds. Names are unique among the entries that hold for any one model (an architecture may bring a family of its
 /// own under a name that another architecture's family uses, with disjoint predicates).
@@ -13,9 +14,10 @@ public static class SymmetryCatalog
     /// <summary>Every valid family, in catalog order.</summary>
     public static readonly IReadOnlyList<SymmetryFamily> Families =
     [
-        QkBasis.Instance, VoBasis.Instance, HeadPermutation.Instance, MlpPermutation.Instance,
-        KeyBiasTranslation.Instance, ValueBiasShift.Instance, LayerNormGain.Instance, LayerNormBias.Instance,
+        QkBasis.Instance, QkRope.Instance, VoBasis.Instance, HeadPermutation.Instance, GroupPermutation.Instance, MlpPermutation.Instance,
+        SwiGluScale.Instance, RmsNormGain.Instance, KeyBiasTranslation.Instance, ValueBiasShift.Instance, LayerNormGain.Instance, LayerNormBias.Instance,
         ReaderMean.Instance, WriterMean.Instance, EmbeddingOffset.Instance, ResidualPermutation.Instance,
+        ResidualSignedPermutation.Instance,
         TokenMean.Instance, FinalGain.Instance, UnembedOffset.Instance, FinalBias.Instance, ResidualRotation.Instance,
     ];
 
@@ -23,6 +25,7 @@ public static class SymmetryCatalog
     public static readonly IReadOnlyList<SymmetryFamily> Controls =
     [
         CrossHeadMixing.Instance, GlobalOrthogonal.Instance, MismatchedQk.Instance,
+        NonCommutingRope.Instance, CrossGroupMixing.Instance, MismatchedQkRope.Instance, TiedResidualRotation.Instance,
     ];
 
     /// <summary>The families that hold for a model ("all").</summary>

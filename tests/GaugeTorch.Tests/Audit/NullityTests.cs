@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace GaugeTorch.Tests.Audit;
 
 /// <summary>
-/// The Jacobian-nullity certificate: GAUGE.md's eight values, shapes the tool was not tuned to, the batched forward
+/// The Jacobian-nullity certificate, on the symmetry catalog's own families (<see cref="CatalogRows"/>): GAUGE.md's eight values, shapes the tool was not tuned to, the batched forward
 /// it uses against <see cref="Forward"/>, a catalog that is missing a family (the check must fail), and the memory
 /// guard.
 /// </summary>
@@ -17,7 +17,7 @@ public class NullityTests(ITestOutputHelper output)
 {
     private NullityResult Certify(ModelTraits t, long? expected = null, IEnumerable<FamilyRow>? catalog = null, int seed = 1)
     {
-        var r = JacobianNullity.Run(t, catalog ?? ProvisionalCatalog.Rows, new NullityOptions { Seed = seed });
+        var r = JacobianNullity.Run(t, catalog ?? CatalogRows.For(t), new NullityOptions { Seed = seed });
         output.WriteLine($"{t.Describe()} P={t.MaxPositions}: p={r.Parameters} m={r.Outputs} nullity={r.Nullity} formula={r.Formula} gap={r.Gap:E2} " +
                          $"kept={r.SmallestKept:E2} dropped={r.LargestDropped:E2} jac={r.JacobianSeconds:F2}s svd={r.SvdSeconds:F2}s");
         if (expected is long e) Assert.Equal(e, r.Formula);
@@ -50,6 +50,23 @@ public class NullityTests(ITestOutputHelper output)
         Assert.True(r.Certified, $"gap {r.Gap:E2}");
         // RMSNorm's eps breaks the residual scale only weakly: a counted singular value far below 1e-4 σ_max but far above τ.
         Assert.Contains(r.WeakKept, x => x < 1e-6 && x > 1e3 * r.RelativeTolerance);
+    }
+
+    /// <summary>
+    /// Llama with attention_bias (q/k/v and o_proj biases) and mlp_bias: the catalog adds value-bias (L·G·hd: a value
+    /// bias reaches the output as a constant, which the o_proj bias absorbs) to GAUGE.md §6.2's formula, and nothing
+    /// else; the nullity must equal that sum.
+    /// </summary>
+    [Theory]
+    [InlineData(false, 44)]
+    [InlineData(true, 88)]
+    public void LlamaWithAttentionAndMlpBiasesAddsValueBias(bool untied, long value)
+    {
+        var t = RandomModel.Traits("llama", 1, 8, 4, 2, 2, 12, 11, 5, untied) with { QkvBias = true, OutBias = true, MlpBias = true };
+        Assert.Contains(CatalogRows.For(t), r => r.Name == "value-bias" && r.Dimension(t) == 4);
+        var r = Certify(t, value);
+        Assert.Equal(value, r.Nullity);
+        Assert.True(r.Certified, $"gap {r.Gap:E2}");
     }
 
     /// <summary>

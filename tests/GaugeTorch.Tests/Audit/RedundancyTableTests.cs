@@ -83,6 +83,25 @@ public class RedundancyTableTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.All(ProvisionalCatalog.Rows.Where(f => f.Dimension(Gpt2("gpt2", false)) > 0 || f.Dimension(Llama("Llama-2-7B")) > 0), f => Assert.NotNull(f.Tangent));
     }
 
+    /// <summary>The audit's rows from the symmetry catalog give GAUGE.md's table as the stand-in list does: names, numbers, totals.</summary>
+    [Fact]
+    public void CatalogRowsGiveTheSameTables()
+    {
+        var shapes = new[] { "gpt2", "gpt2-xl" }.SelectMany(p => new[] { Gpt2(p), Gpt2(p, false) })
+            .Concat(new[] { "Qwen2-0.5B", "Llama-3.2-1B", "Llama-2-7B", "Mistral-7B" }.Select(Llama));
+        foreach (var t in shapes)
+        {
+            var a = RedundancyTable.For(t, ProvisionalCatalog.Rows);
+            var b = RedundancyTable.For(t, CatalogRows.For(t));
+            Assert.Equal(a.Total, b.Total);
+            Assert.Equal(a.Parameters, b.Parameters);
+            Assert.Equal(a.Rows.Select(r => (r.Name, r.Dimension, r.Continuous)), b.Rows.Select(r => (r.Name, r.Dimension, r.Continuous)));
+            Assert.Equal(a.Rows.Select(r => r.Formula), b.Rows.Select(r => r.Formula));
+            Assert.All(b.Rows, r => Assert.StartsWith("§", r.Number));
+            Assert.All(CatalogRows.For(t).Where(r => r.IsContinuous(t)), r => Assert.NotNull(r.Tangent));
+        }
+    }
+
     private static string[] Names(ModelTraits t) => RedundancyTable.For(t, ProvisionalCatalog.Rows).Rows.Select(r => r.Name).ToArray();
 
     [Fact]

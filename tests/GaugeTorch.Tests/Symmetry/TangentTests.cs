@@ -1,5 +1,6 @@
 using GaugeTorch.Model;
 using GaugeTorch.Symmetry;
+using GaugeTorch.Tests.Llama;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
 
@@ -13,30 +14,52 @@ public class TangentTests(ITestOutputHelper output)
 {
     private const double Eps = 1e-5;
 
-    public static TheoryData<string, bool> Continuous()
+    /// <summary>
+    /// Every continuous family with a fixture it holds for: GPT-2's tied or untied float64 checkpoint, or (for the
+    /// LLaMA family's families, and the shared ones once more) a Llama / Qwen2 fixture (<see cref="LlamaFixtures"/>).
+    /// </summary>
+    public static TheoryData<string, string> Continuous()
     {
-        var data = new TheoryData<string, bool>();
+        var data = new TheoryData<string, string>();
+        using var gpt2 = Checkpoint.Open(FamilyTests.Untied64);
+        using var qwen2 = Checkpoint.Open(LlamaFixtures.Get("qwen2"));     // tied, q/k/v biases
+        using var bias = Checkpoint.Open(LlamaFixtures.Get("llama-bias")); // untied, attention and MLP biases
         foreach (var f in SymmetryCatalog.Families.Where(f => !f.Discrete))
-            data.Add(f.Name, f.Name is "token-mean" or "final-gain" or "unembed-offset" or "final-bias" or "residual-rotation");
+        {
+            if (f.HoldsFor(gpt2.Traits))
+                data.Add(f.Name, f.Name is "token-mean" or "final-gain" or "unembed-offset" or "final-bias" or "residual-rotation" ? "gpt2-untied" : "gpt2-tied");
+            if (f.HoldsFor(qwen2.Traits)) data.Add(f.Name, "qwen2");
+            else if (f.HoldsFor(bias.Traits)) data.Add(f.Name, "llama-bias");
+        }
         return data;
     }
+
+    private static string Fixture(string name) => name switch
+    {
+        "gpt2-tied" => FamilyTests.Tied64,
+        "gpt2-untied" => FamilyTests.Untied64,
+        _ => LlamaFixtures.Get(name),
+    };
 
     [Fact]
     public void EveryContinuousFamilyHasAGenerator()
     {
-        using var ck = Checkpoint.Open(FamilyTests.Untied64);
-        foreach (var f in SymmetryCatalog.For(ck.Traits))
-            Assert.Equal(!f.Discrete, f.RandomGenerator(new SampleKey(1, 0), ck.Traits) is not null);
+        foreach (var dir in new[] { FamilyTests.Untied64, LlamaFixtures.Get("qwen2"), LlamaFixtures.Get("llama-bias") })
+        {
+            using var ck = Checkpoint.Open(dir);
+            foreach (var f in SymmetryCatalog.For(ck.Traits))
+                Assert.Equal(!f.Discrete, f.RandomGenerator(new SampleKey(1, 0), ck.Traits) is not null);
+        }
     }
 
     [Theory]
     [MemberData(nameof(Continuous))]
-    public void TangentMatchesTheFiniteDifferenceOfTheFamilysAction(string family, bool untied)
+    public void TangentMatchesTheFiniteDifferenceOfTheFamilysAction(string family, string fixture)
     {
         using var scope = NewDisposeScope();
-        using var ck = Checkpoint.Open(FamilyTests.Model(untied));
+        using var ck = Checkpoint.Open(Fixture(fixture));
         var t = ck.Traits;
-        var f = FamilyTests.ByName(family);
+        var f = SymmetryCatalog.Families.Single(x => x.Name == family && x.HoldsFor(t));
         using var gen = f.RandomGenerator(new SampleKey(3, 1), t)!;
         bool any = false;
 
