@@ -78,7 +78,7 @@ public sealed class AlignmentResult : IDisposable
 /// A's head and unit order, as Git Re-Basin's weight matching alternates its permutations.
 /// </para>
 /// </summary>
-public static class GaugeAlignment
+public static partial class GaugeAlignment
 {
     /// <summary>Aligns <paramref name="b"/> to <paramref name="a"/> (neither is modified).</summary>
     public static AlignmentResult Align(ModelWeights a, ModelWeights b, AlignmentOptions? options = null)
@@ -86,8 +86,6 @@ public static class GaugeAlignment
         var o = options ?? new AlignmentOptions();
         ModelCompatibility.RequireSameShapes(a.Traits, b.Traits, "A", "B");
         var t0 = a.Traits;
-        if (t0.Norm != NormKind.LayerNorm && o.Mode == AlignmentMode.Full && t0.Architecture == "gpt2")
-            throw new NotSupportedException("alignment needs LayerNorm for gpt2");
         using var _ = no_grad();
         bool untie = o.Untie || !a.Traits.Tied || !b.Traits.Tied;
         var A = Copy64(a, untie);
@@ -102,7 +100,24 @@ public static class GaugeAlignment
         {
             rounds = round + 1;
             bool changed;
-            if (o.Mode == AlignmentMode.Full && !t.Tied)
+            if (IsRotary(t) && !(o.Mode == AlignmentMode.Full && !t.Tied))
+            {
+                var (index, signs) = SignedResidualAssignment(A, B, o.Mode, includeBlocks: round > 0);
+                changed = index.Select((v, i) => v != i).Any(x => x) || signs.Any(s => s != 1);
+                if (changed)
+                {
+                    ApplyResidual(B, new SignedResidualPermutationAction(index, signs));
+                    moved += index.Where((v, i) => v != i).Count();
+                }
+            }
+            else if (IsRotary(t) && o.Mode == AlignmentMode.Full)
+            {
+                using var q = RmsProcrustes(A, B, includeBlocks: round > 0);
+                double dev = 1 - q.diagonal().sum().item<double>() / t.Hidden;
+                changed = dev > 1e-12;
+                if (changed || round == 0) { ApplyResidual(B, new ResidualRotationAction(q)); moved = round == 0 ? dev : moved; }
+            }
+            else if (o.Mode == AlignmentMode.Full && !t.Tied)
             {
                 var q = ProcrustesRotation(A, B, includeBlocks: round > 0);
                 double dev = 1 - q.diagonal().sum().item<double>() / t.Hidden;
@@ -122,11 +137,12 @@ public static class GaugeAlignment
                     moved += index.Where((v, i) => v != i).Count();
                 }
             }
-            if (o.Mode == AlignmentMode.Full) AlignGlobals(A, B);
+            if (o.Mode == AlignmentMode.Full) { if (IsRotary(t)) AlignRmsGlobals(A, B); else AlignGlobals(A, B); }
             bool blocksChanged = false;
             for (int l = 0; l < t.Layers; l++)
             {
-                var (next, c) = o.Mode == AlignmentMode.Full ? AlignBlockFull(A.Layers[l], B.Layers[l], t) : AlignBlockPermutations(A.Layers[l], B.Layers[l], t);
+                var (next, c) = IsRotary(t) ? AlignBlockRotary(A.Layers[l], B.Layers[l], t, o.Mode)
+                    : o.Mode == AlignmentMode.Full ? AlignBlockFull(A.Layers[l], B.Layers[l], t) : AlignBlockPermutations(A.Layers[l], B.Layers[l], t);
                 B.Layers[l].Dispose();
                 B.Layers[l] = next;
                 blocksChanged |= c;
