@@ -3,6 +3,7 @@
 # Dictionary) and measures the loss barrier between them four ways with `gaugetorch interpolate`.
 #   tools/merging-recipe.sh train   DIR   # seed pair (s1, s2) and a base with two fine-tunes (ft1, ft2), F32
 #   tools/merging-recipe.sh measure DIR   # interpolate: naive, permutations only, full, --untie (JSON in DIR)
+#   tools/merging-recipe.sh train-llama DIR / measure-llama DIR   # the same for a LLaMA-family pair (seeds 1, 2)
 # Run from the repository root after `dotnet build GaugeTorch.sln -c Release`. About 15 min of training on 2 cores.
 set -euo pipefail
 stage=${1:?train or measure}; dir=${2:?output directory}
@@ -16,9 +17,17 @@ if [ "$stage" = train ]; then
   train --out "$dir/base" --seed 3 --steps 150 --minutes 6
   train --out "$dir/ft1" --init "$dir/base" --seed 3 --data-seed 11 --steps 100 --minutes 4 --lr 1e-3
   train --out "$dir/ft2" --init "$dir/base" --seed 3 --data-seed 12 --steps 100 --minutes 4 --lr 1e-3
+elif [ "$stage" = train-llama ]; then
+  train --arch llama --out "$dir/l1" --seed 1 --steps 120 --minutes 5
+  train --arch llama --out "$dir/l2" --seed 2 --steps 120 --minutes 5
+elif [ "$stage" = measure-llama ]; then
+  tok=$(cat "$dir/l1/heldout-tokens.txt")
+  gt interpolate "$dir/l1" "$dir/l2" --tokens "$tok" --steps 10 --json "$dir/l1-l2.json" --plot "$dir/l1-l2.svg"
+  gt interpolate "$dir/l1" "$dir/l2" --tokens "$tok" --steps 10 --permutations-only --json "$dir/l1-l2-perm.json"
+  gt interpolate "$dir/l1" "$dir/l2" --tokens "$tok" --steps 10 --untie --json "$dir/l1-l2-untie.json"
 else
-  # Held-out text: the last 5 % of the tokens are never trained on; take 2,048 characters' worth from the end.
-  tail -c 12000 "$text" > "$dir/heldout.txt"
+  # Held-out text: the last 5 % of the tokens are never trained on; take the last 6,000 characters (about 1,500 tokens).
+  tail -c 6000 "$text" > "$dir/heldout.txt"
   for pair in "s1 s2" "ft1 ft2"; do
     set -- $pair; name="$1-$2"
     gt interpolate "$dir/$1" "$dir/$2" --text-file "$dir/heldout.txt" --steps 10 --json "$dir/$name.json" --plot "$dir/$name.svg"

@@ -2,6 +2,7 @@
 // Usage: dotnet run --project tools/GaugeTorch.TrainDemo -c Release -- [--out DIR] [--steps N] [--minutes M] [--seed S]
 //   smaller models and fine-tuning (docs/merging.md): [--layers L] [--embd d] [--heads h] [--ctx T] [--batch B] [--lr X]
 //   [--init DIR (start from this checkpoint; --seed then only picks the batches)] [--data-seed S] [--dtype f16|f32]
+//   --arch llama: a small LLaMA-family model instead (LlamaTrainer.cs; F32, tied, GQA)
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -12,6 +13,7 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 string Arg(string name, string dflt) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : dflt; }
+if (Arg("--arch", "gpt2") == "llama") { LlamaTrainer.Run(Arg); return; }
 string outDir = Arg("--out", "src/GaugeTorch/DemoModel/demo-gpt2");
 int steps = int.Parse(Arg("--steps", "400"), CultureInfo.InvariantCulture);
 double minutes = double.Parse(Arg("--minutes", "12"), CultureInfo.InvariantCulture);
