@@ -40,7 +40,16 @@ public static class InterpolateCommand
             if (tokens.Ids.Length < 2) throw new ArgumentException("the text must have at least two tokens");
             AlignmentOptions? options = r.GetValue(noAlign) ? null
                 : new AlignmentOptions { Untie = r.GetValue(untie), Mode = r.GetValue(perms) ? AlignmentMode.PermutationsOnly : AlignmentMode.Full };
-            var report = CheckpointAlignment.Interpolate(ca, cb, tokens.Ids, n, options, r.GetValue(allowNonFinite));
+            InterpolationReport report = null!;
+            if (Console.IsErrorRedirected)
+                report = CheckpointAlignment.Interpolate(ca, cb, tokens.Ids, n, options, r.GetValue(allowNonFinite));
+            else
+                CliCommon.Progress().Start(ctx =>
+                {
+                    var task = ctx.AddTask("loss along the path", maxValue: (n + 1) * (options is null ? 1 : 2));
+                    report = CheckpointAlignment.Interpolate(ca, cb, tokens.Ids, n, options, r.GetValue(allowNonFinite), new SyncProgress<int>(i => task.Value = i));
+                    task.Value = task.MaxValue;
+                });
             string alignedLabel = options is null ? "" : $"aligned ({AlignCommand.ModeName(options.Mode)}{(report.Alignment!.Untied ? ", untied" : "")})";
             if (plotPath is not null)
             {

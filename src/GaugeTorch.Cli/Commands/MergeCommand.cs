@@ -29,7 +29,9 @@ public static class MergeCommand
                 string dir = r.GetValue(output)!;
                 var inputs = cks.SelectMany(c => c.InputFiles).ToList();
                 foreach (var c in cks) OutputPaths.Directory("--out", dir, c.Directory, inputs);
-                if (w is not null) CheckpointAlignment.MergeWeights(w, cks.Count);
+                if (w is not null)
+                    try { CheckpointAlignment.MergeWeights(w, cks.Count); }
+                    catch (ArgumentException e) { throw new ArgumentException($"--weights: {e.Message}"); }
                 var report = CheckpointAlignment.Merge(cks, w, !r.GetValue(noAlign), dir, r.GetValue(allowNonFinite));
                 for (int k = 1; k < cks.Count; k++)
                     if (report.Alignments[k] is { } a)

@@ -146,8 +146,13 @@ public static class CheckpointAlignment
         using (r)
         {
             int offset = lambdas.Length;
-            var aligned = LossInterpolation.Curve(r.Reference, r.Aligned, tokens, lambdas, progress is null ? null : new Progress<int>(i => progress.Report(offset + i)));
+            var aligned = LossInterpolation.Curve(r.Reference, r.Aligned, tokens, lambdas, progress is null ? null : new Offset(progress, offset));
             return new InterpolationReport(naive, aligned, report, tokens.Length);
         }
+    }
+
+    private sealed class Offset(IProgress<int> inner, int offset) : IProgress<int>
+    {
+        public void Report(int value) => inner.Report(offset + value);
     }
 }
