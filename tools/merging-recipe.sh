@@ -18,8 +18,8 @@ if [ "$stage" = train ]; then
   train --out "$dir/ft1" --init "$dir/base" --seed 3 --data-seed 11 --steps 100 --minutes 4 --lr 1e-3
   train --out "$dir/ft2" --init "$dir/base" --seed 3 --data-seed 12 --steps 100 --minutes 4 --lr 1e-3
 elif [ "$stage" = train-llama ]; then
-  train --arch llama --out "$dir/l1" --seed 1 --steps 120 --minutes 5
-  train --arch llama --out "$dir/l2" --seed 2 --steps 120 --minutes 5
+  train --arch llama --out "$dir/l1" --seed 1 --steps 100 --minutes 4
+  train --arch llama --out "$dir/l2" --seed 2 --steps 100 --minutes 4
 elif [ "$stage" = measure-llama ]; then
   tok=$(cat "$dir/l1/heldout-tokens.txt")
   gt interpolate "$dir/l1" "$dir/l2" --tokens "$tok" --steps 10 --json "$dir/l1-l2.json" --plot "$dir/l1-l2.svg"
