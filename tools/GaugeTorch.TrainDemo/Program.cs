@@ -1,5 +1,8 @@
 // Trains the embedded demo GPT-2 on The Devil's Dictionary (public domain) with GaugeTorch's own forward math.
 // Usage: dotnet run --project tools/GaugeTorch.TrainDemo -c Release -- [--out DIR] [--steps N] [--minutes M] [--seed S]
+//   smaller models and fine-tuning (docs/merging.md): [--layers L] [--embd d] [--heads h] [--ctx T] [--batch B] [--lr X]
+//   [--init DIR (start from this checkpoint; --seed then only picks the batches)] [--data-seed S] [--dtype f16|f32]
+//   --arch llama: a small LLaMA-family model instead (LlamaTrainer.cs; F32, tied, GQA)
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -10,17 +13,26 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 string Arg(string name, string dflt) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : dflt; }
+if (Arg("--arch", "gpt2") == "llama") { LlamaTrainer.Run(Arg); return; }
 string outDir = Arg("--out", "src/GaugeTorch/DemoModel/demo-gpt2");
 int steps = int.Parse(Arg("--steps", "400"), CultureInfo.InvariantCulture);
 double minutes = double.Parse(Arg("--minutes", "12"), CultureInfo.InvariantCulture);
 long seed = long.Parse(Arg("--seed", "1234"), CultureInfo.InvariantCulture);
 string textPath = Arg("--text", Path.Combine(AppContext.BaseDirectory, "data", "devils-dictionary.txt"));
-const int B = 16, T = 128;
-var cfg = new Gpt2Config { NLayer = 2, NEmbd = 128, NHead = 4, NInner = 512, NPositions = T, VocabSize = 50257 };
+int B = int.Parse(Arg("--batch", "16"), CultureInfo.InvariantCulture), T = int.Parse(Arg("--ctx", "128"), CultureInfo.InvariantCulture);
+int nEmbd = int.Parse(Arg("--embd", "128"), CultureInfo.InvariantCulture);
+var cfg = new Gpt2Config
+{
+    NLayer = int.Parse(Arg("--layers", "2"), CultureInfo.InvariantCulture), NEmbd = nEmbd, NHead = int.Parse(Arg("--heads", "4"), CultureInfo.InvariantCulture),
+    NInner = 4 * nEmbd, NPositions = T, VocabSize = 50257,
+};
+string? initDir = Arg("--init", "") is { Length: > 0 } init ? init : null;
+long dataSeed = long.Parse(Arg("--data-seed", Arg("--seed", "1234")), CultureInfo.InvariantCulture);
+var storeType = Arg("--dtype", "f16") == "f32" ? ScalarType.Float32 : ScalarType.Float16;
 
 torch.set_num_threads(Math.Max(1, Environment.ProcessorCount));
 torch.manual_seed(seed);
-var rng = new Random((int)seed);
+var rng = new Random((int)dataSeed);
 int[] ids = Gpt2Tokenizer.Encode(File.ReadAllText(textPath));
 int split = (int)(ids.Length * 0.95);
 int[] train = ids[..split], held = ids[split..];
@@ -38,10 +50,26 @@ var layers = Enumerable.Range(0, cfg.NLayer).Select(_ => LayerWeights.FromFunc(s
     _ when s.EndsWith("bias", StringComparison.Ordinal) || s.StartsWith("ln_", StringComparison.Ordinal) => zeros(Gpt2Keys.LayerShape(cfg, s)),
     _ => randn(Gpt2Keys.LayerShape(cfg, s)) * 0.02,
 }))).ToList();
+if (initDir is not null)
+{
+    // Fine-tuning: start from a checkpoint of the same shapes (its config must match the options).
+    using var initCk = Gpt2Checkpoint.Open(initDir);
+    using var _ = no_grad();
+    using (var g0 = initCk.LoadGlobals(ScalarType.Float32))
+    {
+        wte.copy_(g0.Wte); wpe.copy_(g0.Wpe); lnfW.copy_(g0.LnFW); lnfB.copy_(g0.LnFB);
+    }
+    for (int l = 0; l < cfg.NLayer; l++)
+    {
+        using var lw = initCk.LoadLayer(l, ScalarType.Float32);
+        foreach (var ((_, dst), (_, src)) in layers[l].Named().Zip(lw.Named())) dst.copy_(src);
+    }
+    Console.WriteLine($"initialised from {initDir}");
+}
 var globals = new GlobalWeights { Wte = wte, Wpe = wpe, LnFW = lnfW, LnFB = lnfB };
 var all = new List<Parameter> { wte, wpe, lnfW, lnfB };
 foreach (var l in layers) all.AddRange(l.Named().Select(p => (Parameter)p.Tensor));
-double lrMax = 3e-3;
+double lrMax = double.Parse(Arg("--lr", "3e-3"), CultureInfo.InvariantCulture);
 var opt = optim.AdamW(all, lr: lrMax, weight_decay: 0.01);
 
 Tensor Loss(int[] source, int batch, Random r)
@@ -109,9 +137,9 @@ Directory.CreateDirectory(outDir);
 var tensors = new List<KeyValuePair<string, Tensor>>();
 using (no_grad())
 {
-    foreach (var (n, t) in globals.Named()) tensors.Add(new(n, t.detach().to_type(ScalarType.Float16)));
+    foreach (var (n, t) in globals.Named()) tensors.Add(new(n, t.detach().to_type(storeType)));
     for (int l = 0; l < cfg.NLayer; l++)
-        foreach (var (s, t) in layers[l].Named()) tensors.Add(new(Gpt2Keys.Layer(l, s), t.detach().to_type(ScalarType.Float16)));
+        foreach (var (s, t) in layers[l].Named()) tensors.Add(new(Gpt2Keys.Layer(l, s), t.detach().to_type(storeType)));
 }
 var meta = new Dictionary<string, string>
 {

@@ -17,5 +17,8 @@ public static class CommandCatalog
         yield return LogitsCommand.Create();
         yield return GenerateCommand.Create();
         yield return MakeCheckpointCommand.Create();
+        yield return AlignCommand.Create();
+        yield return MergeCommand.Create();
+        yield return InterpolateCommand.Create();
     }
 }

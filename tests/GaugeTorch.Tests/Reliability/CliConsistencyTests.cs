@@ -21,7 +21,7 @@ public class CliConsistencyTests
     {
         // Old: compare and inspect took a bare --json flag, the others a FILE.
         var withJson = Commands().Where(c => Find(c, "--json") is not null).Select(c => c.Name).Order().ToList();
-        Assert.Equal(["audit", "canonicalize-checkpoint", "compare", "inspect", "verify-invariance"], withJson);
+        Assert.Equal(["align", "audit", "canonicalize-checkpoint", "compare", "inspect", "interpolate", "verify-invariance"], withJson);
         foreach (var c in Commands().Where(c => Find(c, "--json") is not null))
         {
             var o = Find(c, "--json")!;
@@ -34,7 +34,7 @@ public class CliConsistencyTests
     public void EveryTextReadingCommandTakesTextTextFileAndTokens()
     {
         // Old: logits had no --text-file, generate only --prompt, canonicalize-checkpoint none of them.
-        foreach (var name in new[] { "verify-invariance", "logits", "generate", "canonicalize-checkpoint" })
+        foreach (var name in new[] { "verify-invariance", "logits", "generate", "canonicalize-checkpoint", "interpolate" })
         {
             var c = Commands().Single(x => x.Name == name);
             foreach (var opt in new[] { "--text", "--text-file", "--tokens" }) Assert.True(Find(c, opt) is not null, $"{name} lacks {opt}");
