@@ -1,0 +1,397 @@
+using GaugeTorch.Model;
+using static TorchSharp.torch;
+
+namespace GaugeTorch.Canonical.Llama;
+
+/// <summary>
+/// The canonical form of the LLaMA family (Llama, Qwen2, Mistral: RMSNorm, rotary positions, grouped-query attention,
+/// SwiGLU), docs/canonical-form.md, on the architecture-neutral <see cref="LayerView"/> / <see cref="GlobalView"/> in
+/// float64. It is unique on the orbit of every family of the LLaMA catalog (qk-rope, vo, head-perm, group-perm,
+/// mlp-perm, mlp-scale, norm-gain; tied: residual-signed-perm; untied: final-gain, unembed-offset, residual-rotation),
+/// idempotent, and preserves the function. In order:
+/// <list type="number">
+/// <item>Fold the norm gains into their readers (g₁ into q, k, v; g₂ into gate, up); untied: g_f into the head, then
+/// centre the head over the vocabulary (unembed-offset).</item>
+/// <item>Residual frame (<see cref="LlamaFrame"/>). Tied: coordinates by g_f descending (ties by the embedding
+/// column norm), each coordinate signed so that its embedding column's largest-magnitude entry is positive.
+/// Untied: E = U S Vᵀ, each pair signed by U's largest-magnitude entry, F = V.</item>
+/// <item>With an o_proj bias and v biases (Llama attention_bias): the v biases move into the o_proj bias (attention
+/// rows sum to 1, so b_V·O is a constant of every position), then b_V = 0.</item>
+/// <item>QK per group and rotary plane j: the complex scalar z of the commutant that makes Σ_i |Q_c^i|² = |K_c|²,
+/// Σ_t K_c,t² real and positive and the largest-|Re| entry of K_c positive (biases as extra entries).</item>
+/// <item>VO per group: thin SVD of the composite [V; b_V]·[O_1 … O_k] from QRs of the factors, both factors
+/// U S^{1/2} and V S^{1/2}, signs by U's largest-magnitude entry, values below the rank tolerance set to 0.</item>
+/// <item>SwiGLU: each unit scaled so that |up[u]| = |down[:, u]| (up bias included), signed so that up[u]'s largest
+/// entry is positive.</item>
+/// <item>Order: MLP units by |gate[u]| (then |up[u]|), query heads within their group by (|q|, |o|), groups by
+/// (|k|, |v|), all descending.</item>
+/// </list>
+/// Near-ties and near-degeneracies are reported (<see cref="LlamaLayerReport"/>): there the form is unique only up to
+/// the residual freedom they leave.
+/// </summary>
+public static class LlamaCanonicalForm
+{
+    /// <summary>Throws unless the traits are the LLaMA family's (RMSNorm, rotary, SwiGLU).</summary>
+    public static void RequireFamily(ModelTraits t, string where)
+    {
+        if (t.Norm != NormKind.RmsNorm || t.Positions != PositionKind.Rotary || t.Mlp != MlpKind.SwiGlu)
+            throw new NotSupportedException($"{where}: the LLaMA-family canonical form needs RMSNorm, rotary positions and SwiGLU ({t.Architecture} is not such a model)");
+        if (t.HeadDim % 2 != 0) throw new NotSupportedException($"{where}: head_dim {t.HeadDim} is odd; rotary planes need an even head_dim");
+        if (!t.Tied && t.Vocab < t.Hidden)
+            throw new NotSupportedException($"{where}: an untied head with vocabulary {t.Vocab} < hidden size {t.Hidden}: the embedding does not fix the residual rotation (rank < d)");
+    }
+
+    // ---------------------------------------------------------------- globals
+
+    /// <summary>
+    /// Steps 1–2 on the globals: the canonical globals and the residual frame every layer then takes. Tied: the
+    /// embedding may be in any float dtype (a signed permutation is exact; nothing is widened to float64). Untied:
+    /// float64. <paramref name="g"/> is not modified.
+    /// </summary>
+    public static (GlobalView Canon, LlamaFrame Frame) Globals(GlobalView g, ModelTraits t, LlamaCanonicalPrecision p, LlamaFrameReport r)
+    {
+        using var scope = NewDisposeScope();
+        return t.Tied ? TiedGlobals(g, p, r) : UntiedGlobals(g, p, r);
+    }
+
+    private static (GlobalView, LlamaFrame) TiedGlobals(GlobalView g, LlamaCanonicalPrecision p, LlamaFrameReport r)
+    {
+        r.Kind = "signed-permutation";
+        var e = g.Embed;
+        long v = e.shape[0], d = e.shape[1];
+        // Column norms and the two largest magnitudes per column, in float64 over chunks of rows (E may be 2 GB in float64).
+        var sq = new double[d];
+        var best = new double[d];
+        var second = new double[d];
+        var bestSign = new double[d];
+        const long chunk = 8192;
+        for (long s = 0; s < v; s += chunk)
+        {
+            using var cs = NewDisposeScope();
+            var c = e.narrow(0, s, Math.Min(chunk, v - s)).to_type(ScalarType.Float64);
+            var n2 = c.square().sum(0).data<double>().ToArray();
+            var abs = c.abs();
+            int k = (int)Math.Min(2, c.shape[0]);
+            var (vals, idx) = abs.topk(k, dim: 0);
+            var signs = c.gather(0, idx).sign();
+            var va = vals.data<double>().ToArray();
+            var sa = signs.data<double>().ToArray();
+            for (long j = 0; j < d; j++)
+            {
+                sq[j] += n2[j];
+                for (int q = 0; q < k; q++)
+                {
+                    double m = va[q * d + j];
+                    if (m > best[j]) { second[j] = best[j]; best[j] = m; bestSign[j] = sa[q * d + j]; }
+                    else if (m > second[j]) second[j] = m;
+                }
+            }
+        }
+        var gain = g.FinalNorm.Gain.to_type(ScalarType.Float64).data<double>().ToArray();
+        var norms = sq.Select(Math.Sqrt).ToArray();
+        var order = SortDescending(gain.Select(Math.Abs).ToArray(), norms, p, out int ties, out int unbroken, signedPrimary: gain);
+        r.GainTies = ties;
+        r.GainTiesUnbroken = unbroken;
+        var perm = order.Select(i => (long)i).ToArray();
+        var signsOut = perm.Select(j => bestSign[j] < 0 ? -1.0 : 1.0).ToArray();
+        r.NearTiedSigns = perm.Count(j => best[j] > 0 && best[j] - second[j] <= p.Tie * best[j]);
+        var frame = LlamaFrame.SignedPermutation(perm, signsOut);
+        r.Identity = frame.IsIdentity;
+        r.Kept = frame.IsIdentity;
+        var canon = new GlobalView
+        {
+            Embed = frame.Writer(e),
+            FinalNorm = new NormView { Gain = frame.Gain(g.FinalNorm.Gain) },
+        };
+        return (canon.MoveToOuterDisposeScope(), frame);
+    }
+
+    private static (GlobalView, LlamaFrame) UntiedGlobals(GlobalView g, LlamaCanonicalPrecision p, LlamaFrameReport r)
+    {
+        r.Kind = "rotation";
+        var e = g.Embed.to_type(ScalarType.Float64);
+        var head = g.Head ?? throw new ArgumentException("an untied model needs its head");
+        var h = head.to_type(ScalarType.Float64) * g.FinalNorm.Gain.to_type(ScalarType.Float64);   // fold g_f (final-gain)
+        h = h - h.mean([0], keepdim: true);                                                          // unembed-offset
+        var (u, s, vh) = linalg.svd(e, fullMatrices: false);
+        var sv = s.data<double>().ToArray();
+        for (int i = 0; i + 1 < sv.Length; i++)
+            if (sv[i + 1] > 0 && sv[i] - sv[i + 1] <= p.Tie * sv[0]) r.EmbeddingNearDegenerate++;
+        var absU = u.abs();
+        var (vals, idx) = absU.topk(2, dim: 0);
+        var va = vals.data<double>().ToArray();
+        long d = e.shape[1];
+        var sign = u.gather(0, idx.narrow(0, 0, 1)).sign().squeeze(0);
+        sign = where(sign == 0, ones_like(sign), sign);
+        for (long j = 0; j < d; j++)
+            if (va[j] - va[d + j] <= p.Tie * va[j]) r.NearTiedSigns++;
+        var rot = vh.t() * sign.unsqueeze(0);                                                         // V with its columns signed
+        var canon = new GlobalView
+        {
+            Embed = matmul(e, rot),
+            FinalNorm = new NormView { Gain = ones_like(g.FinalNorm.Gain, dtype: ScalarType.Float64) },
+            Head = matmul(h, rot),
+        };
+        if (p.KeepCanonicalInput && Rel(canon.Embed, e) <= p.Condition && Rel(canon.Head, head.to_type(ScalarType.Float64)) <= p.Condition
+            && Rel(canon.FinalNorm.Gain, g.FinalNorm.Gain.to_type(ScalarType.Float64)) <= p.Condition)
+        {
+            // Already canonical within the storage precision: keep the stored values, in the identity frame.
+            r.Kept = r.Identity = true;
+            var kept = new GlobalView { Embed = e.clone(), FinalNorm = new NormView { Gain = g.FinalNorm.Gain.to_type(ScalarType.Float64).clone() }, Head = head.to_type(ScalarType.Float64).clone() };
+            return (kept.MoveToOuterDisposeScope(), LlamaFrame.Identity());
+        }
+        return (canon.MoveToOuterDisposeScope(), LlamaFrame.Rotate(rot));
+    }
+
+    // ---------------------------------------------------------------- layers
+
+    /// <summary>Steps 1 and 3–7 on one float64 layer, in <paramref name="frame"/>; <paramref name="w"/> is not modified.</summary>
+    public static LayerView Layer(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        using var scope = NewDisposeScope();
+        int nh = t.QueryHeads, ng = t.KvHeads, k = t.GroupSize, hd = t.HeadDim, half = hd / 2;
+        long d = t.Hidden;
+
+        // 1. Fold the gains (norm-gain), then 2. the residual frame.
+        var g1 = w.Norm1.Gain.view(1, d, 1);
+        var g2 = w.Norm2.Gain.view(d, 1);
+        var q = frame.Reader(w.Q * g1);
+        var kk = frame.Reader(w.K * g1);
+        var v = frame.Reader(w.V * g1);
+        var gate = frame.Reader(w.Gate! * g2);
+        var up = frame.Reader(w.Up * g2);
+        var o = frame.Writer(w.O);
+        var down = frame.Writer(w.Down);
+        var ob = w.OBias is null ? null : frame.Writer(w.OBias);
+        var db = w.DownBias is null ? null : frame.Writer(w.DownBias);
+        var qb = w.QBias;
+        var kb = w.KBias;
+        var vb = w.VBias;
+
+        // 3. v biases into the o_proj bias when there is one.
+        bool vbFolded = false;
+        if (ob is not null && vb is not null)
+        {
+            var perHead = vb.repeat_interleave(k, dim: 0);                                  // [H, hd]: head i's group bias
+            ob = ob + matmul(perHead.unsqueeze(1), o).squeeze(1).sum(0);                     // Σ_i b_V^{g(i)}·O[i]
+            vb = zeros_like(vb);
+            vbFolded = true;
+        }
+
+        // 4. QK commutant per group and plane.
+        var qt = qb is null ? q : cat([q, qb.unsqueeze(1)], 1);                             // [H, d(+1), hd]
+        var kt = kb is null ? kk : cat([kk, kb.unsqueeze(1)], 1);                           // [G, d(+1), hd]
+        (qt, kt) = BalanceQk(qt, kt, ng, k, half, p, r);
+
+        // 5. VO per group.
+        var vt = vb is null || vbFolded ? v : cat([v, vb.unsqueeze(1)], 1);                 // [G, d(+1), hd]
+        var ostack = o.transpose(1, 2).reshape(ng, k * d, hd);                               // [G, k·d, hd]
+        (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r);
+
+        // 6. SwiGLU unit scale and sign.
+        var gt = w.GateBias is null ? gate : cat([gate, w.GateBias.unsqueeze(0)], 0);       // [d(+1), F]
+        var ut = w.UpBias is null ? up : cat([up, w.UpBias.unsqueeze(0)], 0);              // [d(+1), F]
+        (ut, down) = BalanceMlp(ut, down, p, r);
+
+        // 7. Orders.
+        var qn = Norms(qt.reshape(nh, -1));
+        var oc = ostack.reshape(ng * k, d, hd).transpose(1, 2);                              // [H, hd, d], canonical factors
+        var on = Norms(oc.reshape(nh, -1));
+        var groupOrder = SortDescending(Norms(kt.reshape(ng, -1)), Norms(vt.reshape(ng, -1)), p, out int gties, out _);
+        r.NearTiedGroups = gties;
+        var headOrder = new int[nh];
+        for (int pos = 0; pos < ng; pos++)
+        {
+            int src = groupOrder[pos];
+            var ids = Enumerable.Range(src * k, k).ToArray();
+            var within = SortDescending(ids.Select(i => qn[i]).ToArray(), ids.Select(i => on[i]).ToArray(), p, out int hties, out _);
+            r.NearTiedHeads += hties;
+            for (int m = 0; m < k; m++) headOrder[pos * k + m] = ids[within[m]];
+        }
+        var unitOrder = SortDescending(Norms(gt.t()), Norms(ut.t()), p, out int uties, out _);
+        r.NearTiedUnits = uties;
+        r.GroupOrder = groupOrder;
+        r.HeadOrder = headOrder;
+        r.VoSingularValues = groupOrder.Select(i => voS[i]).ToArray();
+
+        var hp = tensor(headOrder.Select(i => (long)i).ToArray(), ScalarType.Int64);
+        var gp = tensor(groupOrder.Select(i => (long)i).ToArray(), ScalarType.Int64);
+        var up2 = tensor(unitOrder.Select(i => (long)i).ToArray(), ScalarType.Int64);
+        qt = qt.index_select(0, hp);
+        oc = oc.index_select(0, hp);
+        kt = kt.index_select(0, gp);
+        vt = vt.index_select(0, gp);
+        gt = gt.index_select(1, up2);
+        ut = ut.index_select(1, up2);
+        down = down.index_select(0, up2);
+
+        var result = new LayerView
+        {
+            Norm1 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
+            Q = qt.narrow(1, 0, d).contiguous(), QBias = qb is null ? null : qt.select(1, d).contiguous(),
+            K = kt.narrow(1, 0, d).contiguous(), KBias = kb is null ? null : kt.select(1, d).contiguous(),
+            V = vt.narrow(1, 0, d).contiguous(),
+            VBias = vb is null ? null : vbFolded ? zeros(ng, hd, dtype: ScalarType.Float64) : vt.select(1, d).contiguous(),
+            O = oc.contiguous(), OBias = ob?.contiguous(),
+            Norm2 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
+            Gate = gt.narrow(0, 0, d).contiguous(), GateBias = w.GateBias is null ? null : gt.select(0, d).contiguous(),
+            Up = ut.narrow(0, 0, d).contiguous(), UpBias = w.UpBias is null ? null : ut.select(0, d).contiguous(),
+            Down = down.contiguous(), DownBias = db?.contiguous(),
+        };
+
+        if (p.KeepCanonicalInput && frame.IsIdentity && result.Named().Zip(w.Named()).All(x => Rel(x.First.Tensor, x.Second.Tensor) <= p.Condition))
+        {
+            // Already canonical within the storage precision: keep the values as stored (bytes reproduce).
+            r.Kept = true;
+            return w.Clone().MoveToOuterDisposeScope();
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Step 4 on qt [H, n, hd], kt [G, n', hd]: per group and plane the commutant element z.</summary>
+    private static (Tensor Q, Tensor K) BalanceQk(Tensor qt, Tensor kt, int ng, int k, int half, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        var qa = qt.narrow(2, 0, half);
+        var qbp = qt.narrow(2, half, half);
+        var ka = kt.narrow(2, 0, half);
+        var kbp = kt.narrow(2, half, half);
+        var sq = (qa.square() + qbp.square()).sum(1).view(ng, k, half).sum(1);              // [G, half] Σ_i |Q_c^i|²
+        var sk = (ka.square() + kbp.square()).sum(1);                                       // [G, half] |K_c|²
+        var re = (ka.square() - kbp.square()).sum(1);                                       // Re Σ_t K_t²
+        var im = (ka * kbp).sum(1) * 2;                                                      // Im Σ_t K_t²
+        var zero = (sq == 0).logical_or(sk == 0);
+        var rho = where(zero, ones_like(sq), (sk / where(zero, ones_like(sq), sq)).pow(0.25));
+        var phi = -atan2(im, re) / 2;
+        var mag = (re.square() + im.square()).sqrt();
+        r.QkZeroPlanes += (int)zero.sum().item<long>();
+        r.QkPhaseDegenerate += (int)(mag <= sk * LlamaCanonicalPrecision.SortTolerance).logical_and(zero.logical_not()).sum().item<long>();
+        // Sign: the largest-|Re| entry of the rotated key plane positive (else φ + π).
+        var c = phi.cos().unsqueeze(1);
+        var s = phi.sin().unsqueeze(1);
+        var kre = ka * c - kbp * s;                                                         // [G, n', half] (before 1/ρ: a positive factor)
+        int top = (int)Math.Min(2, kre.shape[1]);
+        var (vals, idx) = kre.abs().topk(top, dim: 1);
+        var lead = kre.gather(1, idx.narrow(1, 0, 1)).squeeze(1);                          // [G, half]
+        var flip = where(lead < 0, full_like(lead, -1.0), ones_like(lead));
+        if (top == 2)
+        {
+            var v1 = vals.select(1, 0);
+            var v2 = vals.select(1, 1);
+            r.QkSignTies += (int)(v1 - v2 <= v1 * p.Tie).logical_and(v1 > 0).sum().item<long>();
+        }
+        var cs = (phi.cos() * flip).unsqueeze(1);                                            // [G, 1, half]
+        var sn = (phi.sin() * flip).unsqueeze(1);
+        var rk = rho.unsqueeze(1);
+        var kOut = cat([(ka * cs - kbp * sn) / rk, (ka * sn + kbp * cs) / rk], 2);
+        var cq = cs.repeat_interleave(k, dim: 0);
+        var sq2 = sn.repeat_interleave(k, dim: 0);
+        var rq = rk.repeat_interleave(k, dim: 0);
+        var qOut = cat([(qa * cq - qbp * sq2) * rq, (qa * sq2 + qbp * cq) * rq], 2);
+        return (qOut, kOut);
+    }
+
+    /// <summary>Step 5 on vt [G, n, hd] and the stacked output blocks [G, k·d, hd].</summary>
+    private static (Tensor V, Tensor O, double[][] S) BalanceVo(Tensor vt, Tensor ostack, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        var (q1, r1) = linalg.qr(vt);
+        var (q2, r2) = linalg.qr(ostack);
+        var core = matmul(r1, r2.transpose(1, 2));
+        var (u, s, vh) = linalg.svd(core, fullMatrices: false);
+        var smax = s.narrow(1, 0, 1);
+        var keep = s > smax * LlamaCanonicalPrecision.RankTolerance;
+        r.VoZeroed += (int)keep.logical_not().sum().item<long>();
+        s = where(keep, s, zeros_like(s));
+        var uu = matmul(q1, u);
+        var vv = matmul(q2, vh.transpose(1, 2));
+        var (vals, idx) = uu.abs().topk(Math.Min(2, (int)uu.shape[1]), dim: 1);
+        var lead = uu.gather(1, idx.narrow(1, 0, 1));                                      // [G, 1, hd]
+        var sign = where(lead < 0, full_like(lead, -1.0), ones_like(lead));
+        if (vals.shape[1] == 2)
+        {
+            var v1 = vals.select(1, 0);
+            var v2 = vals.select(1, 1);
+            r.NearTiedSigns += (int)(v1 - v2 <= v1 * p.Tie).logical_and(keep).sum().item<long>();
+        }
+        var root = s.sqrt().unsqueeze(1) * sign;                                             // [G, 1, hd]
+        var sa = s.data<double>().ToArray();
+        int g = (int)s.shape[0], n = (int)s.shape[1];
+        var svs = new double[g][];
+        for (int i = 0; i < g; i++)
+        {
+            svs[i] = sa.Skip(i * n).Take(n).ToArray();
+            for (int j = 0; j + 1 < n; j++)
+                if (svs[i][j + 1] > 0 && svs[i][j] - svs[i][j + 1] <= p.Tie * svs[i][0]) r.VoNearDegenerate++;
+        }
+        return (uu * root, vv * root, svs);
+    }
+
+    /// <summary>Step 6 on ut [d(+1), F] (columns: units, bias as the last row) and down [F, d].</summary>
+    private static (Tensor Up, Tensor Down) BalanceMlp(Tensor ut, Tensor down, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        var nu = linalg.vector_norm(ut, dims: [0]);
+        var nd = linalg.vector_norm(down, dims: [1]);
+        var zero = (nu == 0).logical_or(nd == 0);
+        r.ZeroUnits += (int)zero.sum().item<long>();
+        var scale = where(zero, ones_like(nu), (nd / where(zero, ones_like(nu), nu)).sqrt());
+        var (vals, idx) = ut.abs().topk(Math.Min(2, (int)ut.shape[0]), dim: 0);
+        var lead = ut.gather(0, idx.narrow(0, 0, 1)).squeeze(0);
+        scale = where(lead < 0, -scale, scale);
+        if (vals.shape[0] == 2)
+        {
+            var v1 = vals.select(0, 0);
+            var v2 = vals.select(0, 1);
+            r.NearTiedSigns += (int)(v1 - v2 <= v1 * p.Tie).logical_and(v1 > 0).sum().item<long>();
+        }
+        return (ut * scale.unsqueeze(0), down / scale.unsqueeze(1));
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    private static double[] Norms(Tensor rows) => linalg.vector_norm(rows, dims: [1]).data<double>().ToArray();
+
+    /// <summary>
+    /// Indices in descending order of <paramref name="primary"/>; runs whose primary keys tie within the sort tolerance
+    /// (relative to the largest |key|) are ordered by <paramref name="secondary"/>. Counts adjacent near-ties (at the
+    /// report tolerance) of the primary key, and of both keys.
+    /// </summary>
+    public static int[] SortDescending(double[] primary, double[] secondary, LlamaCanonicalPrecision p, out int ties, out int unbroken, double[]? signedPrimary = null)
+    {
+        var key = signedPrimary ?? primary;
+        int n = key.Length;
+        double scale = primary.Length == 0 ? 0 : primary.Max(Math.Abs);
+        double scale2 = secondary.Length == 0 ? 0 : secondary.Max(Math.Abs);
+        var order = Enumerable.Range(0, n).OrderByDescending(i => key[i]).ThenBy(i => i).ToArray();
+        double tol = LlamaCanonicalPrecision.SortTolerance * scale;
+        for (int a = 0; a < n;)
+        {
+            int b = a + 1;
+            while (b < n && key[order[b - 1]] - key[order[b]] <= tol) b++;
+            if (b - a > 1)
+            {
+                var run = order[a..b].OrderByDescending(i => secondary[i]).ThenBy(i => i).ToArray();
+                Array.Copy(run, 0, order, a, run.Length);
+            }
+            a = b;
+        }
+        ties = 0;
+        unbroken = 0;
+        for (int i = 0; i + 1 < n; i++)
+        {
+            if (Math.Abs(key[order[i]] - key[order[i + 1]]) > p.Tie * scale) continue;
+            ties++;
+            if (Math.Abs(secondary[order[i]] - secondary[order[i + 1]]) <= p.Tie * scale2) unbroken++;
+        }
+        return order;
+    }
+
+    /// <summary>‖x − y‖_F / max(‖x‖_F, ‖y‖_F); 0 when both are 0.</summary>
+    public static double Rel(Tensor x, Tensor y)
+    {
+        using var scope = NewDisposeScope();
+        var x64 = x.to_type(ScalarType.Float64);
+        var y64 = y.to_type(ScalarType.Float64);
+        double diff = (x64 - y64).norm().item<double>();
+        if (diff == 0) return 0;
+        return diff / Math.Max(x64.norm().item<double>(), y64.norm().item<double>());
+    }
+}

@@ -1,0 +1,66 @@
+using static TorchSharp.torch;
+
+namespace GaugeTorch.Canonical.Llama;
+
+/// <summary>
+/// The residual frame F [d, d] of step 2 of the LLaMA-family canonical form: the residual stream becomes x·F. A tied
+/// head allows only signed permutations (<see cref="Permutation"/>, <see cref="Signs"/>: (x·F)[k] = sign[k]·x[perm[k]]),
+/// which are exact in any dtype; an untied head allows any rotation (<see cref="Rotation"/>). Readers (q, k, v, gate,
+/// up in the view's [in, out] layout, norm gains folded) become Fᵀ·W, writers (o, down, their biases), the embedding and
+/// the untied head W·F. RMSNorm commutes with every orthogonal F, so with unit gains each of these is exact.
+/// </summary>
+public sealed class LlamaFrame : IDisposable
+{
+    public long[]? Permutation { get; private init; }
+    public double[]? Signs { get; private init; }
+    public Tensor? Rotation { get; private init; }
+    private Tensor? _perm, _sign;
+
+    public static LlamaFrame Identity() => new();
+
+    public static LlamaFrame SignedPermutation(long[] perm, double[] signs)
+    {
+        bool identity = perm.Select((p, i) => p == i).All(x => x) && signs.All(s => s > 0);
+        if (identity) return new LlamaFrame();
+        return new LlamaFrame
+        {
+            Permutation = perm, Signs = signs,
+            _perm = tensor(perm, ScalarType.Int64).DetachFromDisposeScope(),
+            _sign = tensor(signs, ScalarType.Float64).DetachFromDisposeScope(),
+        };
+    }
+
+    public static LlamaFrame Rotate(Tensor rotation) => new() { Rotation = rotation.DetachFromDisposeScope() };
+
+    public bool IsIdentity => Rotation is null && Permutation is null;
+
+    /// <summary>Fᵀ·W for readers [.., d, n] (the residual along dimension −2).</summary>
+    public Tensor Reader(Tensor w)
+    {
+        if (Rotation is not null) return matmul(Rotation.t(), w);
+        if (_perm is null) return w.alias();
+        return w.index_select(-2, _perm) * _sign!.to_type(w.dtype).unsqueeze(1);
+    }
+
+    /// <summary>W·F for writers, embeddings and heads [.., d] (the residual along the last dimension).</summary>
+    public Tensor Writer(Tensor w)
+    {
+        if (Rotation is not null) return matmul(w, Rotation);
+        if (_perm is null) return w.alias();
+        return w.index_select(-1, _perm) * _sign!.to_type(w.dtype);
+    }
+
+    /// <summary>A gain on the residual coordinates, permuted with them (signs do not touch a gain).</summary>
+    public Tensor Gain(Tensor g)
+    {
+        if (Rotation is not null) throw new InvalidOperationException("a rotated frame needs the gains folded first");
+        return _perm is null ? g.alias() : g.index_select(0, _perm);
+    }
+
+    public void Dispose()
+    {
+        Rotation?.Dispose();
+        _perm?.Dispose();
+        _sign?.Dispose();
+    }
+}
