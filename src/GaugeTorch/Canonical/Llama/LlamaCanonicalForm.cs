@@ -69,7 +69,7 @@ public static class LlamaCanonicalForm
         {
             using var cs = NewDisposeScope();
             var c = e.narrow(0, s, Math.Min(chunk, v - s)).to_type(ScalarType.Float64);
-            var n2 = c.square().sum(0).data<double>().ToArray();
+            var n2 = c.square().sum([0]).data<double>().ToArray();
             var abs = c.abs();
             int k = (int)Math.Min(2, c.shape[0]);
             var (vals, idx) = abs.topk(k, dim: 0);
@@ -109,6 +109,8 @@ public static class LlamaCanonicalForm
     private static (GlobalView, LlamaFrame) UntiedGlobals(GlobalView g, LlamaCanonicalPrecision p, LlamaFrameReport r)
     {
         r.Kind = "rotation";
+        r.EmbeddingNearDegenerate = 0;
+        r.NearTiedSigns = 0;
         var e = g.Embed.to_type(ScalarType.Float64);
         var head = g.Head ?? throw new ArgumentException("an untied model needs its head");
         var h = head.to_type(ScalarType.Float64) * g.FinalNorm.Gain.to_type(ScalarType.Float64);   // fold g_f (final-gain)
@@ -121,8 +123,11 @@ public static class LlamaCanonicalForm
         var (vals, idx) = absU.topk(2, dim: 0);
         var va = vals.data<double>().ToArray();
         long d = e.shape[1];
-        var sign = u.gather(0, idx.narrow(0, 0, 1)).sign().squeeze(0);
-        sign = where(sign == 0, ones_like(sign), sign);
+        var lead = u.gather(0, idx.narrow(0, 0, 1)).squeeze(0);
+        var negative = lead < 0;
+        // Keep mode: a positive entry within one storage rounding of the largest keeps the stored sign.
+        if (p.KeepCanonicalInput) negative = negative.logical_and(u.amax([0]) < vals.select(0, 0) * (1 - p.Noise));
+        var sign = where(negative, full_like(lead, -1.0), ones_like(lead));
         for (long j = 0; j < d; j++)
             if (va[j] - va[d + j] <= p.Tie * va[j]) r.NearTiedSigns++;
         var rot = vh.t() * sign.unsqueeze(0);                                                         // V with its columns signed
@@ -132,7 +137,8 @@ public static class LlamaCanonicalForm
             FinalNorm = new NormView { Gain = ones_like(g.FinalNorm.Gain, dtype: ScalarType.Float64) },
             Head = matmul(h, rot),
         };
-        if (p.KeepCanonicalInput && Rel(canon.Embed, e) <= p.Condition && Rel(canon.Head, head.to_type(ScalarType.Float64)) <= p.Condition
+        if (!p.KeepCanonicalInput) return (canon.MoveToOuterDisposeScope(), LlamaFrame.Rotate(rot));
+        if (Rel(canon.Embed, e) <= p.Condition && Rel(canon.Head, head.to_type(ScalarType.Float64)) <= p.Condition
             && Rel(canon.FinalNorm.Gain, g.FinalNorm.Gain.to_type(ScalarType.Float64)) <= p.Condition)
         {
             // Already canonical within the storage precision: keep the stored values, in the identity frame.
@@ -140,13 +146,40 @@ public static class LlamaCanonicalForm
             var kept = new GlobalView { Embed = e.clone(), FinalNorm = new NormView { Gain = g.FinalNorm.Gain.to_type(ScalarType.Float64).clone() }, Head = head.to_type(ScalarType.Float64).clone() };
             return (kept.MoveToOuterDisposeScope(), LlamaFrame.Identity());
         }
-        return (canon.MoveToOuterDisposeScope(), LlamaFrame.Rotate(rot));
+        // Not canonical: the strict form.
+        return UntiedGlobals(g, p with { KeepCanonicalInput = false }, r);
     }
 
     // ---------------------------------------------------------------- layers
 
-    /// <summary>Steps 1 and 3–7 on one float64 layer, in <paramref name="frame"/>; <paramref name="w"/> is not modified.</summary>
+    /// <summary>
+    /// Steps 1 and 3–7 on one float64 layer, in <paramref name="frame"/>; <paramref name="w"/> is not modified. With
+    /// <see cref="LlamaCanonicalPrecision.KeepCanonicalInput"/>, an input that looks canonical (identity frame, unit norm
+    /// gains) is first canonicalized leniently: every order and sign the stored values admit within one storage rounding
+    /// (<see cref="LlamaCanonicalPrecision.Noise"/>) is kept. When that result is within
+    /// <see cref="LlamaCanonicalPrecision.Condition"/> of the input, the input is kept as stored (so a canonical export's
+    /// bytes reproduce); otherwise the strict form is computed.
+    /// </summary>
     public static LayerView Layer(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        using var scope = NewDisposeScope();
+        if (p.KeepCanonicalInput && frame.IsIdentity && UnitGain(w.Norm1.Gain, p) && UnitGain(w.Norm2.Gain, p))
+        {
+            var trial = new LlamaLayerReport { Layer = r.Layer };
+            var lenient = LayerCore(w, t, frame, p, trial, lenient: true);
+            if (lenient.Named().Zip(w.Named()).All(x => Rel(x.First.Tensor, x.Second.Tensor) <= p.Condition))
+            {
+                r.Assign(trial);
+                r.Kept = true;
+                return w.Clone().MoveToOuterDisposeScope();
+            }
+        }
+        return LayerCore(w, t, frame, p, r, lenient: false).MoveToOuterDisposeScope();
+    }
+
+    private static bool UnitGain(Tensor g, LlamaCanonicalPrecision p) => (g - 1).abs().max().item<double>() <= p.Condition;
+
+    private static LayerView LayerCore(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
     {
         using var scope = NewDisposeScope();
         int nh = t.QueryHeads, ng = t.KvHeads, k = t.GroupSize, hd = t.HeadDim, half = hd / 2;
@@ -173,7 +206,7 @@ public static class LlamaCanonicalForm
         if (ob is not null && vb is not null)
         {
             var perHead = vb.repeat_interleave(k, dim: 0);                                  // [H, hd]: head i's group bias
-            ob = ob + matmul(perHead.unsqueeze(1), o).squeeze(1).sum(0);                     // Σ_i b_V^{g(i)}·O[i]
+            ob = ob + matmul(perHead.unsqueeze(1), o).squeeze(1).sum([0]);                     // Σ_i b_V^{g(i)}·O[i]
             vb = zeros_like(vb);
             vbFolded = true;
         }
@@ -181,34 +214,34 @@ public static class LlamaCanonicalForm
         // 4. QK commutant per group and plane.
         var qt = qb is null ? q : cat([q, qb.unsqueeze(1)], 1);                             // [H, d(+1), hd]
         var kt = kb is null ? kk : cat([kk, kb.unsqueeze(1)], 1);                           // [G, d(+1), hd]
-        (qt, kt) = BalanceQk(qt, kt, ng, k, half, p, r);
+        (qt, kt) = BalanceQk(qt, kt, ng, k, half, p, r, lenient);
 
         // 5. VO per group.
         var vt = vb is null || vbFolded ? v : cat([v, vb.unsqueeze(1)], 1);                 // [G, d(+1), hd]
         var ostack = o.transpose(1, 2).reshape(ng, k * d, hd);                               // [G, k·d, hd]
-        (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r);
+        (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r, lenient);
 
         // 6. SwiGLU unit scale and sign.
         var gt = w.GateBias is null ? gate : cat([gate, w.GateBias.unsqueeze(0)], 0);       // [d(+1), F]
         var ut = w.UpBias is null ? up : cat([up, w.UpBias.unsqueeze(0)], 0);              // [d(+1), F]
-        (ut, down) = BalanceMlp(ut, down, p, r);
+        (ut, down) = BalanceMlp(ut, down, p, r, lenient);
 
         // 7. Orders.
         var qn = Norms(qt.reshape(nh, -1));
         var oc = ostack.reshape(ng * k, d, hd).transpose(1, 2);                              // [H, hd, d], canonical factors
         var on = Norms(oc.reshape(nh, -1));
-        var groupOrder = SortDescending(Norms(kt.reshape(ng, -1)), Norms(vt.reshape(ng, -1)), p, out int gties, out _);
+        var groupOrder = Order(Norms(kt.reshape(ng, -1)), Norms(vt.reshape(ng, -1)), p, out int gties, lenient);
         r.NearTiedGroups = gties;
         var headOrder = new int[nh];
         for (int pos = 0; pos < ng; pos++)
         {
             int src = groupOrder[pos];
             var ids = Enumerable.Range(src * k, k).ToArray();
-            var within = SortDescending(ids.Select(i => qn[i]).ToArray(), ids.Select(i => on[i]).ToArray(), p, out int hties, out _);
+            var within = Order(ids.Select(i => qn[i]).ToArray(), ids.Select(i => on[i]).ToArray(), p, out int hties, lenient);
             r.NearTiedHeads += hties;
             for (int m = 0; m < k; m++) headOrder[pos * k + m] = ids[within[m]];
         }
-        var unitOrder = SortDescending(Norms(gt.t()), Norms(ut.t()), p, out int uties, out _);
+        var unitOrder = Order(Norms(gt.t()), Norms(ut.t()), p, out int uties, lenient);
         r.NearTiedUnits = uties;
         r.GroupOrder = groupOrder;
         r.HeadOrder = headOrder;
@@ -239,17 +272,11 @@ public static class LlamaCanonicalForm
             Down = down.contiguous(), DownBias = db?.contiguous(),
         };
 
-        if (p.KeepCanonicalInput && frame.IsIdentity && result.Named().Zip(w.Named()).All(x => Rel(x.First.Tensor, x.Second.Tensor) <= p.Condition))
-        {
-            // Already canonical within the storage precision: keep the values as stored (bytes reproduce).
-            r.Kept = true;
-            return w.Clone().MoveToOuterDisposeScope();
-        }
         return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>Step 4 on qt [H, n, hd], kt [G, n', hd]: per group and plane the commutant element z.</summary>
-    private static (Tensor Q, Tensor K) BalanceQk(Tensor qt, Tensor kt, int ng, int k, int half, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    private static (Tensor Q, Tensor K) BalanceQk(Tensor qt, Tensor kt, int ng, int k, int half, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
     {
         var qa = qt.narrow(2, 0, half);
         var qbp = qt.narrow(2, half, half);
@@ -272,7 +299,9 @@ public static class LlamaCanonicalForm
         int top = (int)Math.Min(2, kre.shape[1]);
         var (vals, idx) = kre.abs().topk(top, dim: 1);
         var lead = kre.gather(1, idx.narrow(1, 0, 1)).squeeze(1);                          // [G, half]
-        var flip = where(lead < 0, full_like(lead, -1.0), ones_like(lead));
+        var flipIt = lead < 0;
+        if (lenient) flipIt = flipIt.logical_and(kre.amax([1]) < vals.select(1, 0) * (1 - p.Noise));   // a positive entry within noise of the largest keeps the sign
+        var flip = where(flipIt, full_like(lead, -1.0), ones_like(lead));
         if (top == 2)
         {
             var v1 = vals.select(1, 0);
@@ -291,7 +320,7 @@ public static class LlamaCanonicalForm
     }
 
     /// <summary>Step 5 on vt [G, n, hd] and the stacked output blocks [G, k·d, hd].</summary>
-    private static (Tensor V, Tensor O, double[][] S) BalanceVo(Tensor vt, Tensor ostack, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    private static (Tensor V, Tensor O, double[][] S) BalanceVo(Tensor vt, Tensor ostack, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
     {
         var (q1, r1) = linalg.qr(vt);
         var (q2, r2) = linalg.qr(ostack);
@@ -305,7 +334,9 @@ public static class LlamaCanonicalForm
         var vv = matmul(q2, vh.transpose(1, 2));
         var (vals, idx) = uu.abs().topk(Math.Min(2, (int)uu.shape[1]), dim: 1);
         var lead = uu.gather(1, idx.narrow(1, 0, 1));                                      // [G, 1, hd]
-        var sign = where(lead < 0, full_like(lead, -1.0), ones_like(lead));
+        var negative = lead < 0;
+        if (lenient) negative = negative.logical_and(uu.amax([1], keepdim: true) < vals.narrow(1, 0, 1) * (1 - p.Noise));
+        var sign = where(negative, full_like(lead, -1.0), ones_like(lead));
         if (vals.shape[1] == 2)
         {
             var v1 = vals.select(1, 0);
@@ -326,7 +357,7 @@ public static class LlamaCanonicalForm
     }
 
     /// <summary>Step 6 on ut [d(+1), F] (columns: units, bias as the last row) and down [F, d].</summary>
-    private static (Tensor Up, Tensor Down) BalanceMlp(Tensor ut, Tensor down, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    private static (Tensor Up, Tensor Down) BalanceMlp(Tensor ut, Tensor down, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
     {
         var nu = linalg.vector_norm(ut, dims: [0]);
         var nd = linalg.vector_norm(down, dims: [1]);
@@ -335,7 +366,9 @@ public static class LlamaCanonicalForm
         var scale = where(zero, ones_like(nu), (nd / where(zero, ones_like(nu), nu)).sqrt());
         var (vals, idx) = ut.abs().topk(Math.Min(2, (int)ut.shape[0]), dim: 0);
         var lead = ut.gather(0, idx.narrow(0, 0, 1)).squeeze(0);
-        scale = where(lead < 0, -scale, scale);
+        var negative = lead < 0;
+        if (lenient) negative = negative.logical_and(ut.amax([0]) < vals.select(0, 0) * (1 - p.Noise));
+        scale = where(negative, -scale, scale);
         if (vals.shape[0] == 2)
         {
             var v1 = vals.select(0, 0);
@@ -348,6 +381,20 @@ public static class LlamaCanonicalForm
     // ---------------------------------------------------------------- helpers
 
     private static double[] Norms(Tensor rows) => linalg.vector_norm(rows, dims: [1]).data<double>().ToArray();
+
+    /// <summary>
+    /// The canonical order (<see cref="SortDescending"/>); when <paramref name="lenient"/> and the stored order is one
+    /// that values within one storage rounding could have (each adjacent pair descending up to
+    /// <see cref="LlamaCanonicalPrecision.Noise"/>), the stored order.
+    /// </summary>
+    private static int[] Order(double[] primary, double[] secondary, LlamaCanonicalPrecision p, out int ties, bool lenient)
+    {
+        var sorted = SortDescending(primary, secondary, p, out ties, out _);
+        if (!lenient) return sorted;
+        for (int i = 0; i + 1 < primary.Length; i++)
+            if (primary[i + 1] - primary[i] > p.Noise * Math.Max(Math.Abs(primary[i]), Math.Abs(primary[i + 1]))) return sorted;
+        return Enumerable.Range(0, primary.Length).ToArray();
+    }
 
     /// <summary>
     /// Indices in descending order of <paramref name="primary"/>; runs whose primary keys tie within the sort tolerance

@@ -48,6 +48,9 @@ public sealed record LlamaCanonicalPrecision
     /// conditions of the form then move by a few u; 1e-12 covers the float64 arithmetic).
     /// </summary>
     public double Condition => 64 * Unit + 1e-12;
+
+    /// <summary>How far one storage rounding can move a relative key or sign-rule margin: 4u + 1e-12.</summary>
+    public double Noise => 4 * Unit + 1e-12;
 }
 
 /// <summary>What canonicalizing one layer found (counts over the layer's groups, heads, planes and units).</summary>
@@ -82,6 +85,14 @@ public sealed class LlamaLayerReport
     public int[] GroupOrder { get; set; } = [];
     /// <summary>Per canonical group, the singular values of its VO composite (gauge-invariant fingerprints).</summary>
     public double[][] VoSingularValues { get; set; } = [];
+
+    /// <summary>Copies every count and order of <paramref name="o"/>.</summary>
+    public void Assign(LlamaLayerReport o)
+    {
+        QkPhaseDegenerate = o.QkPhaseDegenerate; QkSignTies = o.QkSignTies; QkZeroPlanes = o.QkZeroPlanes; VoNearDegenerate = o.VoNearDegenerate;
+        VoZeroed = o.VoZeroed; NearTiedHeads = o.NearTiedHeads; NearTiedGroups = o.NearTiedGroups; NearTiedUnits = o.NearTiedUnits;
+        NearTiedSigns = o.NearTiedSigns; ZeroUnits = o.ZeroUnits; Kept = o.Kept; HeadOrder = o.HeadOrder; GroupOrder = o.GroupOrder; VoSingularValues = o.VoSingularValues;
+    }
 
     public int NearTies => QkPhaseDegenerate + QkSignTies + VoNearDegenerate + NearTiedHeads + NearTiedGroups + NearTiedUnits + NearTiedSigns;
 }
