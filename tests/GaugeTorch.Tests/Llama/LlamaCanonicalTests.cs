@@ -204,9 +204,8 @@ public class LlamaCanonicalTests(ITestOutputHelper output)
     [Theory]
     [InlineData("gqa", false)]
     [InlineData("qwen2", false)]
-    // BF16 cases: see the next commit
-    //[InlineData("bf16", false)]
-    //[InlineData("bf16-tied", true)]
+    [InlineData("bf16", false)]
+    [InlineData("bf16-tied", true)]
     [InlineData("inv-freq", false)]
     [InlineData("tied-copy", false)]
     public void CanonicalizingACanonicalExportReproducesItsBytes(string fixture, bool custom)

@@ -109,77 +109,163 @@ public static class LlamaCanonicalForm
     private static (GlobalView, LlamaFrame) UntiedGlobals(GlobalView g, LlamaCanonicalPrecision p, LlamaFrameReport r)
     {
         r.Kind = "rotation";
-        r.EmbeddingNearDegenerate = 0;
-        r.NearTiedSigns = 0;
         var e = g.Embed.to_type(ScalarType.Float64);
         var head = g.Head ?? throw new ArgumentException("an untied model needs its head");
-        var h = head.to_type(ScalarType.Float64) * g.FinalNorm.Gain.to_type(ScalarType.Float64);   // fold g_f (final-gain)
+        var h64 = head.to_type(ScalarType.Float64);
+        var gf = g.FinalNorm.Gain.to_type(ScalarType.Float64);
+        if (p.KeepCanonicalInput && UntiedIsCanonical(e, h64, gf, p))
+        {
+            // Already canonical within one storage rounding: keep the stored values, in the identity frame.
+            r.Kept = r.Identity = true;
+            var kept = new GlobalView { Embed = e.clone(), FinalNorm = new NormView { Gain = gf.clone() }, Head = h64.clone() };
+            return (kept.MoveToOuterDisposeScope(), LlamaFrame.Identity());
+        }
+        var h = h64 * gf;                                                                            // fold g_f (final-gain)
         h = h - h.mean([0], keepdim: true);                                                          // unembed-offset
         var (u, s, vh) = linalg.svd(e, fullMatrices: false);
         var sv = s.data<double>().ToArray();
         for (int i = 0; i + 1 < sv.Length; i++)
             if (sv[i + 1] > 0 && sv[i] - sv[i + 1] <= p.Tie * sv[0]) r.EmbeddingNearDegenerate++;
-        var absU = u.abs();
-        var (vals, idx) = absU.topk(2, dim: 0);
+        var (vals, idx) = u.abs().topk(2, dim: 0);
         var va = vals.data<double>().ToArray();
         long d = e.shape[1];
         var lead = u.gather(0, idx.narrow(0, 0, 1)).squeeze(0);
-        var negative = lead < 0;
-        // Keep mode: a positive entry within one storage rounding of the largest keeps the stored sign.
-        if (p.KeepCanonicalInput) negative = negative.logical_and(u.amax([0]) < vals.select(0, 0) * (1 - p.Noise));
-        var sign = where(negative, full_like(lead, -1.0), ones_like(lead));
+        var sign = where(lead < 0, full_like(lead, -1.0), ones_like(lead));
         for (long j = 0; j < d; j++)
             if (va[j] - va[d + j] <= p.Tie * va[j]) r.NearTiedSigns++;
         var rot = vh.t() * sign.unsqueeze(0);                                                         // V with its columns signed
         var canon = new GlobalView
         {
             Embed = matmul(e, rot),
-            FinalNorm = new NormView { Gain = ones_like(g.FinalNorm.Gain, dtype: ScalarType.Float64) },
+            FinalNorm = new NormView { Gain = ones_like(gf) },
             Head = matmul(h, rot),
         };
-        if (!p.KeepCanonicalInput) return (canon.MoveToOuterDisposeScope(), LlamaFrame.Rotate(rot));
-        if (Rel(canon.Embed, e) <= p.Condition && Rel(canon.Head, head.to_type(ScalarType.Float64)) <= p.Condition
-            && Rel(canon.FinalNorm.Gain, g.FinalNorm.Gain.to_type(ScalarType.Float64)) <= p.Condition)
-        {
-            // Already canonical within the storage precision: keep the stored values, in the identity frame.
-            r.Kept = r.Identity = true;
-            var kept = new GlobalView { Embed = e.clone(), FinalNorm = new NormView { Gain = g.FinalNorm.Gain.to_type(ScalarType.Float64).clone() }, Head = head.to_type(ScalarType.Float64).clone() };
-            return (kept.MoveToOuterDisposeScope(), LlamaFrame.Identity());
-        }
-        // Not canonical: the strict form.
-        return UntiedGlobals(g, p with { KeepCanonicalInput = false }, r);
+        return (canon.MoveToOuterDisposeScope(), LlamaFrame.Rotate(rot));
+    }
+
+    /// <summary>
+    /// The untied globals' conditions within <see cref="LlamaCanonicalPrecision.Check"/>: g_f = 1, the head centred over
+    /// the vocabulary, EᵀE diagonal and descending, each embedding column's sign admissible.
+    /// </summary>
+    private static bool UntiedIsCanonical(Tensor e, Tensor h, Tensor gf, LlamaCanonicalPrecision p)
+    {
+        using var scope = NewDisposeScope();
+        double tol = p.Check;
+        if (!UnitGain(gf, tol)) return false;
+        var mean = h.mean([0]).abs();
+        var rms = h.square().mean([0]).sqrt();
+        if (!(mean <= rms * tol).all().item<bool>()) return false;
+        var gram = matmul(e.t(), e);
+        var dg = gram.diagonal();
+        double scale = dg.max().item<double>();
+        long d = dg.shape[0];
+        var off = gram - diag(dg);
+        if (off.abs().max().item<double>() > tol * scale) return false;
+        if (d > 1 && !(dg.narrow(0, 1, d - 1) <= dg.narrow(0, 0, d - 1) + tol * scale).all().item<bool>()) return false;
+        return SignsAdmissible(e, 0, p.Noise);
     }
 
     // ---------------------------------------------------------------- layers
 
     /// <summary>
     /// Steps 1 and 3–7 on one float64 layer, in <paramref name="frame"/>; <paramref name="w"/> is not modified. With
-    /// <see cref="LlamaCanonicalPrecision.KeepCanonicalInput"/>, an input that looks canonical (identity frame, unit norm
-    /// gains) is first canonicalized leniently: every order and sign the stored values admit within one storage rounding
-    /// (<see cref="LlamaCanonicalPrecision.Noise"/>) is kept. When that result is within
-    /// <see cref="LlamaCanonicalPrecision.Condition"/> of the input, the input is kept as stored (so a canonical export's
-    /// bytes reproduce); otherwise the strict form is computed.
+    /// <see cref="LlamaCanonicalPrecision.KeepCanonicalInput"/>, an input that already satisfies every condition of the
+    /// form within one storage rounding (<see cref="IsCanonical"/>) in the identity frame is kept as stored, so that
+    /// canonicalizing a canonical export reproduces its bytes (re-rounding a float64 recomputation would change last bits).
     /// </summary>
     public static LayerView Layer(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
         using var scope = NewDisposeScope();
-        if (p.KeepCanonicalInput && frame.IsIdentity && UnitGain(w.Norm1.Gain, p) && UnitGain(w.Norm2.Gain, p))
+        if (p.KeepCanonicalInput && frame.IsIdentity && IsCanonical(w, t, p, out var sv))
         {
-            var trial = new LlamaLayerReport { Layer = r.Layer };
-            var lenient = LayerCore(w, t, frame, p, trial, lenient: true);
-            if (lenient.Named().Zip(w.Named()).All(x => Rel(x.First.Tensor, x.Second.Tensor) <= p.Condition))
-            {
-                r.Assign(trial);
-                r.Kept = true;
-                return w.Clone().MoveToOuterDisposeScope();
-            }
+            r.Kept = true;
+            r.HeadOrder = Enumerable.Range(0, t.QueryHeads).ToArray();
+            r.GroupOrder = Enumerable.Range(0, t.KvHeads).ToArray();
+            r.VoSingularValues = sv;
+            return w.Clone().MoveToOuterDisposeScope();
         }
-        return LayerCore(w, t, frame, p, r, lenient: false).MoveToOuterDisposeScope();
+        return LayerCore(w, t, frame, p, r).MoveToOuterDisposeScope();
     }
 
-    private static bool UnitGain(Tensor g, LlamaCanonicalPrecision p) => (g - 1).abs().max().item<double>() <= p.Condition;
+    /// <summary>
+    /// Whether a layer satisfies the conditions of the form within <see cref="LlamaCanonicalPrecision.Check"/> (relative):
+    /// unit gains; v biases folded where an o_proj bias exists; per group and plane Σ_i |Q_c^i|² = |K_c|² and Σ_t K_t²
+    /// real and non-negative; per group equal diagonal Gram matrices of [V; b_V] and the stacked O blocks, in descending
+    /// order; |up[u]| = |down[:, u]|; and every sign rule and order admissible within <see cref="LlamaCanonicalPrecision.Noise"/>
+    /// (a positive entry within noise of the largest magnitude; adjacent keys descending up to noise).
+    /// </summary>
+    public static bool IsCanonical(LayerView w, ModelTraits t, LlamaCanonicalPrecision p, out double[][] voSingularValues)
+    {
+        using var scope = NewDisposeScope();
+        voSingularValues = [];
+        int nh = t.QueryHeads, ng = t.KvHeads, k = t.GroupSize, hd = t.HeadDim, half = hd / 2;
+        long d = t.Hidden;
+        double tol = p.Check, noise = p.Noise;
+        bool All(Tensor b) => b.all().item<bool>();
+        if (!UnitGain(w.Norm1.Gain, tol) || !UnitGain(w.Norm2.Gain, tol)) return false;
+        bool vbFolded = w.OBias is not null && w.VBias is not null;
+        if (vbFolded && w.VBias!.abs().max().item<double>() != 0) return false;
+        var qt = w.QBias is null ? w.Q : cat([w.Q, w.QBias.unsqueeze(1)], 1);
+        var kt = w.KBias is null ? w.K : cat([w.K, w.KBias.unsqueeze(1)], 1);
+        var qa = qt.narrow(2, 0, half); var qb = qt.narrow(2, half, half);
+        var ka = kt.narrow(2, 0, half); var kb = kt.narrow(2, half, half);
+        var sq = (qa.square() + qb.square()).sum(1).view(ng, k, half).sum(1);
+        var sk = (ka.square() + kb.square()).sum(1);
+        var re = (ka.square() - kb.square()).sum(1);
+        var im = (ka * kb).sum(1) * 2;
+        if (!All((sq - sk).abs() <= (sq + sk) * tol)) return false;
+        if (!All(im.abs() <= sk * tol) || !All(re >= -sk * tol)) return false;
+        if (!SignsAdmissible(ka, 1, noise)) return false;
 
-    private static LayerView LayerCore(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
+        var vt = w.VBias is null || vbFolded ? w.V : cat([w.V, w.VBias.unsqueeze(1)], 1);
+        var os = w.O.transpose(1, 2).reshape(ng, k * d, hd);
+        var gv = matmul(vt.transpose(1, 2), vt);
+        var go = matmul(os.transpose(1, 2), os);
+        var dv = gv.diagonal(0, 1, 2);
+        var dO = go.diagonal(0, 1, 2);
+        var scale = dv.amax([1], keepdim: true).unsqueeze(2);                               // [G, 1, 1]
+        var offMask = eye(hd, dtype: ScalarType.Bool).logical_not();
+        if (!All((gv.abs() <= scale * tol).logical_or(offMask.logical_not())) || !All((go.abs() <= scale * tol).logical_or(offMask.logical_not()))) return false;
+        if (!All((dv - dO).abs() <= scale.squeeze(2) * tol)) return false;
+        if (hd > 1 && !All(dv.narrow(1, 1, hd - 1) <= dv.narrow(1, 0, hd - 1) + scale.squeeze(2) * tol)) return false;
+        if (!SignsAdmissible(vt, 1, noise)) return false;
+
+        var ut = w.UpBias is null ? w.Up : cat([w.Up, w.UpBias.unsqueeze(0)], 0);
+        var gt = w.GateBias is null ? w.Gate! : cat([w.Gate!, w.GateBias.unsqueeze(0)], 0);
+        var nu = linalg.vector_norm(ut, dims: [0]);
+        var nd = linalg.vector_norm(w.Down, dims: [1]);
+        if (!All((nu - nd).abs() <= (nu + nd) * tol)) return false;
+        if (!SignsAdmissible(ut, 0, noise)) return false;
+        if (!OrderAdmissible(Norms(gt.t()), noise)) return false;
+        if (!OrderAdmissible(Norms(kt.reshape(ng, -1)), noise)) return false;
+        var qn = Norms(qt.reshape(nh, -1));
+        for (int g = 0; g < ng; g++)
+            if (!OrderAdmissible(qn.Skip(g * k).Take(k).ToArray(), noise)) return false;
+        var dva = dv.contiguous().data<double>().ToArray();
+        voSingularValues = Enumerable.Range(0, ng).Select(g => dva.Skip(g * hd).Take(hd).ToArray()).ToArray();
+        return true;
+    }
+
+    private static bool UnitGain(Tensor g, double tol) => (g - 1).abs().max().item<double>() <= tol;
+
+    /// <summary>Along <paramref name="dim"/>, every non-zero vector has a positive entry within <paramref name="noise"/> (relative) of its largest magnitude.</summary>
+    private static bool SignsAdmissible(Tensor x, long dim, double noise)
+    {
+        using var scope = NewDisposeScope();
+        var mx = x.abs().amax([dim]);
+        var pos = x.amax([dim]);
+        return (pos >= mx * (1 - noise)).logical_or(mx == 0).all().item<bool>();
+    }
+
+    /// <summary>Adjacent keys descending up to <paramref name="noise"/> (relative to the larger).</summary>
+    private static bool OrderAdmissible(double[] keys, double noise)
+    {
+        for (int i = 0; i + 1 < keys.Length; i++)
+            if (keys[i + 1] - keys[i] > noise * Math.Max(Math.Abs(keys[i]), Math.Abs(keys[i + 1]))) return false;
+        return true;
+    }
+
+    private static LayerView LayerCore(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
         using var scope = NewDisposeScope();
         int nh = t.QueryHeads, ng = t.KvHeads, k = t.GroupSize, hd = t.HeadDim, half = hd / 2;
@@ -214,34 +300,34 @@ public static class LlamaCanonicalForm
         // 4. QK commutant per group and plane.
         var qt = qb is null ? q : cat([q, qb.unsqueeze(1)], 1);                             // [H, d(+1), hd]
         var kt = kb is null ? kk : cat([kk, kb.unsqueeze(1)], 1);                           // [G, d(+1), hd]
-        (qt, kt) = BalanceQk(qt, kt, ng, k, half, p, r, lenient);
+        (qt, kt) = BalanceQk(qt, kt, ng, k, half, p, r);
 
         // 5. VO per group.
         var vt = vb is null || vbFolded ? v : cat([v, vb.unsqueeze(1)], 1);                 // [G, d(+1), hd]
         var ostack = o.transpose(1, 2).reshape(ng, k * d, hd);                               // [G, k·d, hd]
-        (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r, lenient);
+        (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r);
 
         // 6. SwiGLU unit scale and sign.
         var gt = w.GateBias is null ? gate : cat([gate, w.GateBias.unsqueeze(0)], 0);       // [d(+1), F]
         var ut = w.UpBias is null ? up : cat([up, w.UpBias.unsqueeze(0)], 0);              // [d(+1), F]
-        (ut, down) = BalanceMlp(ut, down, p, r, lenient);
+        (ut, down) = BalanceMlp(ut, down, p, r);
 
         // 7. Orders.
         var qn = Norms(qt.reshape(nh, -1));
         var oc = ostack.reshape(ng * k, d, hd).transpose(1, 2);                              // [H, hd, d], canonical factors
         var on = Norms(oc.reshape(nh, -1));
-        var groupOrder = Order(Norms(kt.reshape(ng, -1)), Norms(vt.reshape(ng, -1)), p, out int gties, lenient);
+        var groupOrder = SortDescending(Norms(kt.reshape(ng, -1)), Norms(vt.reshape(ng, -1)), p, out int gties, out _);
         r.NearTiedGroups = gties;
         var headOrder = new int[nh];
         for (int pos = 0; pos < ng; pos++)
         {
             int src = groupOrder[pos];
             var ids = Enumerable.Range(src * k, k).ToArray();
-            var within = Order(ids.Select(i => qn[i]).ToArray(), ids.Select(i => on[i]).ToArray(), p, out int hties, lenient);
+            var within = SortDescending(ids.Select(i => qn[i]).ToArray(), ids.Select(i => on[i]).ToArray(), p, out int hties, out _);
             r.NearTiedHeads += hties;
             for (int m = 0; m < k; m++) headOrder[pos * k + m] = ids[within[m]];
         }
-        var unitOrder = Order(Norms(gt.t()), Norms(ut.t()), p, out int uties, lenient);
+        var unitOrder = SortDescending(Norms(gt.t()), Norms(ut.t()), p, out int uties, out _);
         r.NearTiedUnits = uties;
         r.GroupOrder = groupOrder;
         r.HeadOrder = headOrder;
@@ -276,7 +362,7 @@ public static class LlamaCanonicalForm
     }
 
     /// <summary>Step 4 on qt [H, n, hd], kt [G, n', hd]: per group and plane the commutant element z.</summary>
-    private static (Tensor Q, Tensor K) BalanceQk(Tensor qt, Tensor kt, int ng, int k, int half, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
+    private static (Tensor Q, Tensor K) BalanceQk(Tensor qt, Tensor kt, int ng, int k, int half, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
         var qa = qt.narrow(2, 0, half);
         var qbp = qt.narrow(2, half, half);
@@ -300,7 +386,6 @@ public static class LlamaCanonicalForm
         var (vals, idx) = kre.abs().topk(top, dim: 1);
         var lead = kre.gather(1, idx.narrow(1, 0, 1)).squeeze(1);                          // [G, half]
         var flipIt = lead < 0;
-        if (lenient) flipIt = flipIt.logical_and(kre.amax([1]) < vals.select(1, 0) * (1 - p.Noise));   // a positive entry within noise of the largest keeps the sign
         var flip = where(flipIt, full_like(lead, -1.0), ones_like(lead));
         if (top == 2)
         {
@@ -320,7 +405,7 @@ public static class LlamaCanonicalForm
     }
 
     /// <summary>Step 5 on vt [G, n, hd] and the stacked output blocks [G, k·d, hd].</summary>
-    private static (Tensor V, Tensor O, double[][] S) BalanceVo(Tensor vt, Tensor ostack, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
+    private static (Tensor V, Tensor O, double[][] S) BalanceVo(Tensor vt, Tensor ostack, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
         var (q1, r1) = linalg.qr(vt);
         var (q2, r2) = linalg.qr(ostack);
@@ -335,7 +420,6 @@ public static class LlamaCanonicalForm
         var (vals, idx) = uu.abs().topk(Math.Min(2, (int)uu.shape[1]), dim: 1);
         var lead = uu.gather(1, idx.narrow(1, 0, 1));                                      // [G, 1, hd]
         var negative = lead < 0;
-        if (lenient) negative = negative.logical_and(uu.amax([1], keepdim: true) < vals.narrow(1, 0, 1) * (1 - p.Noise));
         var sign = where(negative, full_like(lead, -1.0), ones_like(lead));
         if (vals.shape[1] == 2)
         {
@@ -357,7 +441,7 @@ public static class LlamaCanonicalForm
     }
 
     /// <summary>Step 6 on ut [d(+1), F] (columns: units, bias as the last row) and down [F, d].</summary>
-    private static (Tensor Up, Tensor Down) BalanceMlp(Tensor ut, Tensor down, LlamaCanonicalPrecision p, LlamaLayerReport r, bool lenient)
+    private static (Tensor Up, Tensor Down) BalanceMlp(Tensor ut, Tensor down, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
         var nu = linalg.vector_norm(ut, dims: [0]);
         var nd = linalg.vector_norm(down, dims: [1]);
@@ -367,7 +451,6 @@ public static class LlamaCanonicalForm
         var (vals, idx) = ut.abs().topk(Math.Min(2, (int)ut.shape[0]), dim: 0);
         var lead = ut.gather(0, idx.narrow(0, 0, 1)).squeeze(0);
         var negative = lead < 0;
-        if (lenient) negative = negative.logical_and(ut.amax([0]) < vals.select(0, 0) * (1 - p.Noise));
         scale = where(negative, -scale, scale);
         if (vals.shape[0] == 2)
         {
@@ -381,20 +464,6 @@ public static class LlamaCanonicalForm
     // ---------------------------------------------------------------- helpers
 
     private static double[] Norms(Tensor rows) => linalg.vector_norm(rows, dims: [1]).data<double>().ToArray();
-
-    /// <summary>
-    /// The canonical order (<see cref="SortDescending"/>); when <paramref name="lenient"/> and the stored order is one
-    /// that values within one storage rounding could have (each adjacent pair descending up to
-    /// <see cref="LlamaCanonicalPrecision.Noise"/>), the stored order.
-    /// </summary>
-    private static int[] Order(double[] primary, double[] secondary, LlamaCanonicalPrecision p, out int ties, bool lenient)
-    {
-        var sorted = SortDescending(primary, secondary, p, out ties, out _);
-        if (!lenient) return sorted;
-        for (int i = 0; i + 1 < primary.Length; i++)
-            if (primary[i + 1] - primary[i] > p.Noise * Math.Max(Math.Abs(primary[i]), Math.Abs(primary[i + 1]))) return sorted;
-        return Enumerable.Range(0, primary.Length).ToArray();
-    }
 
     /// <summary>
     /// Indices in descending order of <paramref name="primary"/>; runs whose primary keys tie within the sort tolerance

@@ -18,7 +18,7 @@ public sealed record LlamaCanonicalPrecision
     public DType Storage { get; init; } = DType.F64;
 
     /// <summary>
-    /// Keep an input layer (or the globals) that is already canonical within <see cref="Condition"/> as stored, so that
+    /// Keep an input layer (or the globals) that is already canonical within one storage rounding (<see cref="Check"/>, <see cref="Noise"/>) as stored, so that
     /// canonicalizing a canonical export reproduces its bytes; measurements of the float64 arithmetic turn it off.
     /// </summary>
     public bool KeepCanonicalInput { get; init; } = true;
@@ -43,11 +43,10 @@ public sealed record LlamaCanonicalPrecision
     public double Tie => Math.Max(SortTolerance, 16 * Unit);
 
     /// <summary>
-    /// Largest relative distance (per tensor, Frobenius) between an input and its float64 canonical form at which the
-    /// input counts as already canonical: 64u + 1e-12 (rounding a canonical tensor moves it by ≤ u, the balancing
-    /// conditions of the form then move by a few u; 1e-12 covers the float64 arithmetic).
+    /// Relative tolerance of the form's conditions (balanced planes, diagonal Gram matrices, balanced units, unit gains) on
+    /// an input that is already canonical: 8u + 1e-12 (rounding a canonical tensor breaks them by at most ~3u).
     /// </summary>
-    public double Condition => 64 * Unit + 1e-12;
+    public double Check => 8 * Unit + 1e-12;
 
     /// <summary>How far one storage rounding can move a relative key or sign-rule margin: 4u + 1e-12.</summary>
     public double Noise => 4 * Unit + 1e-12;
