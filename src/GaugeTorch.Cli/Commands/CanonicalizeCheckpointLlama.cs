@@ -58,6 +58,7 @@ internal static class CanonicalizeCheckpointLlama
                 task.Value = layers + 1;
             });
         double seconds = sw.Elapsed.TotalSeconds;
+        if (PhaseClock.Enabled) Console.Error.WriteLine(PhaseClock.Report());
         var outType = f64 ? DType.F64 : ck.StorageDType;
         double eps = 2 * LlamaCanonicalPrecision.UnitRoundoff(outType);
         var fr = report.Frame;

@@ -70,6 +70,7 @@ public static class LlamaCanonicalCheckpoint
         Task? prefetch = null;
         try
         {
+            PhaseClock.Start();
             using (var scope = NewDisposeScope())
             {
                 var stored = arch.GlobalsToView(n => stream.ReadTensor(n, n == arch.EmbeddingName ? embType : ScalarType.Float64), ck.Tied);
@@ -95,30 +96,39 @@ public static class LlamaCanonicalCheckpoint
                     outNorm = new NormView { Gain = CheckForward.AsStored(canon.FinalNorm.Gain, storage).DetachFromDisposeScope() };
                 }
             }
+            PhaseClock.Mark("globals");
             o.Progress?.Report((1, total));
             prefetch = stream.Prefetch(0);
             for (int l = 0; l < t.Layers; l++)
             {
                 using var scope = NewDisposeScope();
+                PhaseClock.Start();
                 prefetch.GetAwaiter().GetResult();
+                PhaseClock.Mark("wait: prefetch");
                 if (l + 1 < t.Layers) prefetch = stream.Prefetch(l + 1);
                 var stored = stream.Read(l, ScalarType.Float64);
+                PhaseClock.Mark("read (float64)");
                 FiniteWeights.RequireLayer(ck, l, stored);
+                PhaseClock.Mark("finite check");
                 var lr = new LlamaLayerReport { Layer = l };
                 var cw = LlamaCanonicalForm.Layer(stored, t, frame, precision, lr);
                 report.Layers.Add(lr);
                 var named = arch.FromView(l, cw).Select(p => (Key(p.Name), p.Tensor)).ToList();
                 export.StageLayer(named);
+                PhaseClock.Mark("stage (convert + queue write)");
                 if (check is not null)
                 {
                     var byName = named.ToDictionary(p => p.Item1, p => p.Item2, StringComparer.Ordinal);
                     check.Layer(stored, arch.ToView(l, n => CheckForward.AsStored(byName[Key(n)], storage)));
+                    PhaseClock.Mark("check forward");
                 }
                 stream.Release(l);
                 o.Progress?.Report((l + 2, total));
             }
             if (check is not null) report.StorageLogitsError = check.Finish(x => Logits(x, inNorm!, inHead!, t), x => Logits(x, outNorm!, outHead!, t));
+            PhaseClock.Start();
             export.Commit(arch.ExportConfig(ck.Config, tied: ck.Tied));
+            PhaseClock.Mark("commit (wait for writes, fsync)");
         }
         finally
         {

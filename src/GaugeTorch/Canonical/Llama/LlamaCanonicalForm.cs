@@ -272,15 +272,17 @@ public static class LlamaCanonicalForm
         long d = t.Hidden;
 
         // 1. Fold the gains (norm-gain), then 2. the residual frame.
-        var g1 = w.Norm1.Gain.view(1, d, 1);
-        var g2 = w.Norm2.Gain.view(d, 1);
-        var q = frame.Reader(w.Q * g1);
-        var kk = frame.Reader(w.K * g1);
-        var v = frame.Reader(w.V * g1);
-        var gate = frame.Reader(w.Gate! * g2);
-        var up = frame.Reader(w.Up * g2);
+        // The MLP works with its units as rows (gate and up [F, d], down [d, F] as nn.Linear stores them), so that the
+        // fold, scales and the unit permutation run over contiguous rows and the result maps back without a copy.
+        PhaseClock.Start();
+        var q = frame.Reader(w.Q, w.Norm1.Gain);
+        var kk = frame.Reader(w.K, w.Norm1.Gain);
+        var v = frame.Reader(w.V, w.Norm1.Gain);
+        var gateU = frame.ReaderRows(w.Gate!.t(), w.Norm2.Gain);                              // [F, d]
+        var upU = frame.ReaderRows(w.Up.t(), w.Norm2.Gain);                                   // [F, d]
         var o = frame.Writer(w.O);
-        var down = frame.Writer(w.Down);
+        var downS = frame.WriterRows(w.Down.t());                                              // [d, F]
+        PhaseClock.Mark("layer: fold + frame");
         var ob = w.OBias is null ? null : frame.Writer(w.OBias);
         var db = w.DownBias is null ? null : frame.Writer(w.DownBias);
         var qb = w.QBias;
@@ -301,16 +303,19 @@ public static class LlamaCanonicalForm
         var qt = qb is null ? q : cat([q, qb.unsqueeze(1)], 1);                             // [H, d(+1), hd]
         var kt = kb is null ? kk : cat([kk, kb.unsqueeze(1)], 1);                           // [G, d(+1), hd]
         (qt, kt) = BalanceQk(qt, kt, ng, k, half, p, r);
+        PhaseClock.Mark("layer: qk");
 
         // 5. VO per group.
         var vt = vb is null || vbFolded ? v : cat([v, vb.unsqueeze(1)], 1);                 // [G, d(+1), hd]
         var ostack = o.transpose(1, 2).reshape(ng, k * d, hd);                               // [G, k·d, hd]
         (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r);
+        PhaseClock.Mark("layer: vo");
 
         // 6. SwiGLU unit scale and sign.
-        var gt = w.GateBias is null ? gate : cat([gate, w.GateBias.unsqueeze(0)], 0);       // [d(+1), F]
-        var ut = w.UpBias is null ? up : cat([up, w.UpBias.unsqueeze(0)], 0);              // [d(+1), F]
-        (ut, down) = BalanceMlp(ut, down, p, r);
+        var gt = w.GateBias is null ? gateU : cat([gateU, w.GateBias.unsqueeze(1)], 1);     // [F, d(+1)]
+        var ut = w.UpBias is null ? upU : cat([upU, w.UpBias.unsqueeze(1)], 1);             // [F, d(+1)]
+        (ut, downS) = BalanceMlp(ut, downS, p, r);
+        PhaseClock.Mark("layer: mlp");
 
         // 7. Orders.
         var qn = Norms(qt.reshape(nh, -1));
@@ -327,7 +332,7 @@ public static class LlamaCanonicalForm
             r.NearTiedHeads += hties;
             for (int m = 0; m < k; m++) headOrder[pos * k + m] = ids[within[m]];
         }
-        var unitOrder = SortDescending(Norms(gt.t()), Norms(ut.t()), p, out int uties, out _);
+        var unitOrder = SortDescending(Norms(gt), Norms(ut), p, out int uties, out _);
         r.NearTiedUnits = uties;
         r.GroupOrder = groupOrder;
         r.HeadOrder = headOrder;
@@ -340,9 +345,10 @@ public static class LlamaCanonicalForm
         oc = oc.index_select(0, hp);
         kt = kt.index_select(0, gp);
         vt = vt.index_select(0, gp);
-        gt = gt.index_select(1, up2);
-        ut = ut.index_select(1, up2);
-        down = down.index_select(0, up2);
+        gt = gt.index_select(0, up2);
+        ut = ut.index_select(0, up2);
+        downS = downS.index_select(1, up2);
+        PhaseClock.Mark("layer: order");
 
         var result = new LayerView
         {
@@ -353,10 +359,12 @@ public static class LlamaCanonicalForm
             VBias = vb is null ? null : vbFolded ? zeros(ng, hd, dtype: ScalarType.Float64) : vt.select(1, d).contiguous(),
             O = oc.contiguous(), OBias = ob?.contiguous(),
             Norm2 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
-            Gate = gt.narrow(0, 0, d).contiguous(), GateBias = w.GateBias is null ? null : gt.select(0, d).contiguous(),
-            Up = ut.narrow(0, 0, d).contiguous(), UpBias = w.UpBias is null ? null : ut.select(0, d).contiguous(),
-            Down = down.contiguous(), DownBias = db?.contiguous(),
+            // Views of the unit-major results (the adapter's [out, in] layout): no copy on the way out.
+            Gate = gt.narrow(1, 0, d).t(), GateBias = w.GateBias is null ? null : gt.select(1, d).contiguous(),
+            Up = ut.narrow(1, 0, d).t(), UpBias = w.UpBias is null ? null : ut.select(1, d).contiguous(),
+            Down = downS.t(), DownBias = db?.contiguous(),
         };
+        PhaseClock.Mark("layer: assemble");
 
         return result.MoveToOuterDisposeScope();
     }
@@ -440,25 +448,25 @@ public static class LlamaCanonicalForm
         return (uu * root, vv * root, svs);
     }
 
-    /// <summary>Step 6 on ut [d(+1), F] (columns: units, bias as the last row) and down [F, d].</summary>
+    /// <summary>Step 6 on ut [F, d(+1)] (rows: units, bias as the last column) and down [d, F] (columns: units).</summary>
     private static (Tensor Up, Tensor Down) BalanceMlp(Tensor ut, Tensor down, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
-        var nu = linalg.vector_norm(ut, dims: [0]);
-        var nd = linalg.vector_norm(down, dims: [1]);
+        var nu = linalg.vector_norm(ut, dims: [1]);
+        var nd = linalg.vector_norm(down, dims: [0]);
         var zero = (nu == 0).logical_or(nd == 0);
         r.ZeroUnits += (int)zero.sum().item<long>();
         var scale = where(zero, ones_like(nu), (nd / where(zero, ones_like(nu), nu)).sqrt());
-        var (vals, idx) = ut.abs().topk(Math.Min(2, (int)ut.shape[0]), dim: 0);
-        var lead = ut.gather(0, idx.narrow(0, 0, 1)).squeeze(0);
+        var (vals, idx) = ut.abs().topk(Math.Min(2, (int)ut.shape[1]), dim: 1);
+        var lead = ut.gather(1, idx.narrow(1, 0, 1)).squeeze(1);
         var negative = lead < 0;
         scale = where(negative, -scale, scale);
-        if (vals.shape[0] == 2)
+        if (vals.shape[1] == 2)
         {
-            var v1 = vals.select(0, 0);
-            var v2 = vals.select(0, 1);
+            var v1 = vals.select(1, 0);
+            var v2 = vals.select(1, 1);
             r.NearTiedSigns += (int)(v1 - v2 <= v1 * p.Tie).logical_and(v1 > 0).sum().item<long>();
         }
-        return (ut * scale.unsqueeze(0), down / scale.unsqueeze(1));
+        return (ut * scale.unsqueeze(1), down / scale.unsqueeze(0));
     }
 
     // ---------------------------------------------------------------- helpers

@@ -42,6 +42,34 @@ public sealed class LlamaFrame : IDisposable
         return w.index_select(-2, _perm) * _sign!.to_type(w.dtype).unsqueeze(1);
     }
 
+    /// <summary>Fᵀ·diag(g)·W for readers [.., d, n] with their norm gain <paramref name="gain"/> [d] folded (one pass).</summary>
+    public Tensor Reader(Tensor w, Tensor gain)
+    {
+        long d = gain.shape[0];
+        if (Rotation is not null) return matmul(Rotation.t(), w * gain.view(d, 1));
+        if (_perm is null) return w * gain.view(d, 1);
+        return w.index_select(-2, _perm) * (gain.index_select(0, _perm) * _sign!.to_type(gain.dtype)).view(d, 1);
+    }
+
+    /// <summary>
+    /// A reader stored with its units as rows, wt [n, d] (an nn.Linear weight [out, in]), its gain folded, into the
+    /// frame: wt·diag(g)·F (one pass; the rows stay contiguous).
+    /// </summary>
+    public Tensor ReaderRows(Tensor wt, Tensor gain)
+    {
+        if (Rotation is not null) return matmul(wt * gain, Rotation);
+        if (_perm is null) return wt * gain;
+        return wt.index_select(1, _perm) * (gain.index_select(0, _perm) * _sign!.to_type(gain.dtype));
+    }
+
+    /// <summary>A writer stored [d, n] (an nn.Linear weight [out, in]) into the frame: Fᵀ·W (rows permuted and signed).</summary>
+    public Tensor WriterRows(Tensor ws)
+    {
+        if (Rotation is not null) return matmul(Rotation.t(), ws);
+        if (_perm is null) return ws.alias();
+        return ws.index_select(0, _perm) * _sign!.to_type(ws.dtype).unsqueeze(1);
+    }
+
     /// <summary>W·F for writers, embeddings and heads [.., d] (the residual along the last dimension).</summary>
     public Tensor Writer(Tensor w)
     {
