@@ -74,6 +74,8 @@ public sealed class LlamaLayerReport
     public int NearTiedUnits { get; set; }
     /// <summary>Sign rules (VO columns, MLP units) decided by a near-tie of the two largest magnitudes.</summary>
     public int NearTiedSigns { get; set; }
+    /// <summary>KV groups whose VO factors were too ill-conditioned for the Gram/Cholesky square root and used Householder QR.</summary>
+    public int HouseholderFallbacks { get; set; }
     /// <summary>Zero MLP units (up or down all zero), left unscaled.</summary>
     public int ZeroUnits { get; set; }
     /// <summary>The input layer was already canonical within the storage precision and was kept as stored.</summary>
@@ -90,7 +92,7 @@ public sealed class LlamaLayerReport
     {
         QkPhaseDegenerate = o.QkPhaseDegenerate; QkSignTies = o.QkSignTies; QkZeroPlanes = o.QkZeroPlanes; VoNearDegenerate = o.VoNearDegenerate;
         VoZeroed = o.VoZeroed; NearTiedHeads = o.NearTiedHeads; NearTiedGroups = o.NearTiedGroups; NearTiedUnits = o.NearTiedUnits;
-        NearTiedSigns = o.NearTiedSigns; ZeroUnits = o.ZeroUnits; Kept = o.Kept; HeadOrder = o.HeadOrder; GroupOrder = o.GroupOrder; VoSingularValues = o.VoSingularValues;
+        NearTiedSigns = o.NearTiedSigns; HouseholderFallbacks = o.HouseholderFallbacks; ZeroUnits = o.ZeroUnits; Kept = o.Kept; HeadOrder = o.HeadOrder; GroupOrder = o.GroupOrder; VoSingularValues = o.VoSingularValues;
     }
 
     public int NearTies => QkPhaseDegenerate + QkSignTies + VoNearDegenerate + NearTiedHeads + NearTiedGroups + NearTiedUnits + NearTiedSigns;

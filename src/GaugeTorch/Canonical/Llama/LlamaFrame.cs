@@ -59,7 +59,9 @@ public sealed class LlamaFrame : IDisposable
     {
         if (Rotation is not null) return matmul(wt * gain, Rotation);
         if (_perm is null) return wt * gain;
-        return wt.index_select(1, _perm) * (gain.index_select(0, _perm) * _sign!.to_type(gain.dtype));
+        var g = gain.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var scale = Permutation!.Select((p, k) => g[p] * Signs![k]).ToArray();
+        return LlamaKernels.GatherColumns(wt, Permutation!, scale);
     }
 
     /// <summary>A writer stored [d, n] (an nn.Linear weight [out, in]) into the frame: Fᵀ·W (rows permuted and signed).</summary>
@@ -67,7 +69,7 @@ public sealed class LlamaFrame : IDisposable
     {
         if (Rotation is not null) return matmul(Rotation.t(), ws);
         if (_perm is null) return ws.alias();
-        return ws.index_select(0, _perm) * _sign!.to_type(ws.dtype).unsqueeze(1);
+        return LlamaKernels.GatherRows(ws, Permutation!, Signs);
     }
 
     /// <summary>W·F for writers, embeddings and heads [.., d] (the residual along the last dimension).</summary>
@@ -75,6 +77,8 @@ public sealed class LlamaFrame : IDisposable
     {
         if (Rotation is not null) return matmul(w, Rotation);
         if (_perm is null) return w.alias();
+        if (w.dim() == 2 && w.dtype == ScalarType.Float32) return LlamaKernels.GatherColumns32(w, Permutation!, Signs!);
+        if (w.dim() == 2 && w.dtype == ScalarType.Float64) return LlamaKernels.GatherColumns(w, Permutation!, Signs);
         return w.index_select(-1, _perm) * _sign!.to_type(w.dtype);
     }
 
