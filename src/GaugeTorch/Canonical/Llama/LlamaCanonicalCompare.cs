@@ -267,11 +267,44 @@ public static class LlamaCanonicalCompare
         Tensor Vt(LayerView v) => WithBias(v.V, v.VBias);
         Tensor Os(LayerView v) => v.O.transpose(1, 2).reshape(ng, k * d, hd);
         var vo = CanonicalCompare.CompositeDistances(Vt(x), Os(x), Vt(y), Os(y));
-        Tensor Mlp(LayerView v) => cat(new[] { v.Gate!.flatten(), v.GateBias?.flatten(), v.Up.flatten(), v.UpBias?.flatten(), v.Down.flatten() }.OfType<Tensor>().ToList());
-        double mlp = LlamaCanonicalForm.Rel(Mlp(x), Mlp(y));
+        double mlp = MlpDistance(x, y);
         var biases = new[] { (x.OBias, y.OBias), (x.DownBias, y.DownBias) }.Where(p => p.Item1 is not null).Select(p => LlamaCanonicalForm.Rel(p.Item1!, p.Item2!)).DefaultIfEmpty(0).Max();
         double norms = Math.Max(LlamaCanonicalForm.Rel(x.Norm1.Gain, y.Norm1.Gain), LlamaCanonicalForm.Rel(x.Norm2.Gain, y.Norm2.Gain));
         return new LlamaLayerComparison(layer, qk, vo, mlp, biases, norms);
+    }
+
+    /// <summary>
+    /// The MLP distance: the units as rows [gate row, bias, up row, bias, down column], compared in canonical order,
+    /// taking B's swap of any adjacent pair that matches A better (up to four passes). Units whose sort keys differ by
+    /// less than the inputs' rounding (an F32 checkpoint of Llama-3.2-1B shape has hundreds of unit pairs within the
+    /// F32 tie tolerance per layer) can come out in either order; a permutation is a gauge, so either is legitimate.
+    /// </summary>
+    private static double MlpDistance(LayerView x, LayerView y)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Units(LayerView v) => cat(new[] { v.Gate!.t(), v.GateBias?.unsqueeze(1), v.Up.t(), v.UpBias?.unsqueeze(1), v.Down }.OfType<Tensor>().ToList(), 1);
+        var ua = Units(x);
+        var ub = Units(y);
+        int f = (int)ua.shape[0];
+        var order = Enumerable.Range(0, f).ToArray();
+        for (int pass = 0; pass < 4 && f > 1; pass++)
+        {
+            using var passScope = NewDisposeScope();
+            var ubo = ub.index_select(0, tensor(order.Select(i => (long)i).ToArray(), ScalarType.Int64));
+            var straight = linalg.vector_norm(ua - ubo, dims: [1]).data<double>().ToArray();
+            var down = linalg.vector_norm(ua.narrow(0, 0, f - 1) - ubo.narrow(0, 1, f - 1), dims: [1]).data<double>().ToArray();
+            var up = linalg.vector_norm(ua.narrow(0, 1, f - 1) - ubo.narrow(0, 0, f - 1), dims: [1]).data<double>().ToArray();
+            bool swapped = false;
+            for (int q = 0; q + 1 < f; q++)
+            {
+                if (down[q] + up[q] >= straight[q] + straight[q + 1]) continue;
+                (order[q], order[q + 1]) = (order[q + 1], order[q]);
+                swapped = true;
+                q++;
+            }
+            if (!swapped) break;
+        }
+        return LlamaCanonicalForm.Rel(ua, ub.index_select(0, tensor(order.Select(i => (long)i).ToArray(), ScalarType.Int64)));
     }
 
     private static void Step(ref Tensor x, LayerView w, ModelTraits t, (Tensor Cos, Tensor Sin)? rope)
