@@ -19,8 +19,15 @@ internal static class CanonicalizeCheckpointLlama
         string dir = Directory.Exists(full) ? full : Path.GetDirectoryName(full)!;
         string config = Path.Combine(dir, "config.json");
         if (!File.Exists(config)) return "gpt2";   // the GPT-2 path reports the missing file as before
-        var o = Checkpoint.ReadConfig(config);
-        return o["model_type"] is JsonValue v && v.TryGetValue(out string? s) ? s : "gpt2";
+        try
+        {
+            var o = Checkpoint.ReadConfig(config);
+            return o["model_type"] is JsonValue v && v.TryGetValue(out string? s) ? s : "gpt2";
+        }
+        catch (ModelFormatException)
+        {
+            return "gpt2";                          // unreadable config: the GPT-2 path reports it as before
+        }
     }
 
     public static bool IsLlamaFamily(string modelType) => modelType is "llama" or "qwen2" or "mistral";

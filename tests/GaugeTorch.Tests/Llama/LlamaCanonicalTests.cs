@@ -208,6 +208,8 @@ public class LlamaCanonicalTests(ITestOutputHelper output)
     [InlineData("bf16-tied", true)]
     [InlineData("inv-freq", false)]
     [InlineData("tied-copy", false)]
+    [InlineData("sharded", false)]
+    [InlineData("f16", false)]
     public void CanonicalizingACanonicalExportReproducesItsBytes(string fixture, bool custom)
     {
         string src = custom
