@@ -47,8 +47,23 @@ public sealed class LlamaFrame : IDisposable
     {
         long d = gain.shape[0];
         if (Rotation is not null) return matmul(Rotation.t(), w * gain.view(d, 1));
+        if (w.dim() == 3 && w.dtype == ScalarType.Float64)
+        {
+            // Per-head blocks [n, d, hd] of an nn.Linear weight [n·hd, d]: work on the stored rows (a view), return a view.
+            long n = w.shape[0], hd = w.shape[2];
+            var rows = w.transpose(1, 2).reshape(n * hd, d);
+            var outRows = _perm is null ? rows * gain : LlamaKernels.GatherColumns(rows, Permutation!, FoldScale(gain));
+            return outRows.view(n, hd, d).transpose(1, 2);
+        }
         if (_perm is null) return w * gain.view(d, 1);
         return w.index_select(-2, _perm) * (gain.index_select(0, _perm) * _sign!.to_type(gain.dtype)).view(d, 1);
+    }
+
+    /// <summary>g[perm[k]]·sign[k]: the gain folded into a signed-permuted reader column.</summary>
+    private double[] FoldScale(Tensor gain)
+    {
+        var g = gain.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        return Permutation!.Select((p, k) => g[p] * Signs![k]).ToArray();
     }
 
     /// <summary>
@@ -59,9 +74,7 @@ public sealed class LlamaFrame : IDisposable
     {
         if (Rotation is not null) return matmul(wt * gain, Rotation);
         if (_perm is null) return wt * gain;
-        var g = gain.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
-        var scale = Permutation!.Select((p, k) => g[p] * Signs![k]).ToArray();
-        return LlamaKernels.GatherColumns(wt, Permutation!, scale);
+        return LlamaKernels.GatherColumns(wt, Permutation!, FoldScale(gain));
     }
 
     /// <summary>A writer stored [d, n] (an nn.Linear weight [out, in]) into the frame: Fᵀ·W (rows permuted and signed).</summary>
@@ -78,6 +91,13 @@ public sealed class LlamaFrame : IDisposable
         if (Rotation is not null) return matmul(w, Rotation);
         if (_perm is null) return w.alias();
         if (w.dim() == 2 && w.dtype == ScalarType.Float32) return LlamaKernels.GatherColumns32(w, Permutation!, Signs!);
+        if (w.dim() == 3 && w.dtype == ScalarType.Float64)
+        {
+            // Per-head output blocks [H, hd, d] of an nn.Linear weight [d, H·hd]: permute and sign its rows (a view back).
+            long h = w.shape[0], hd = w.shape[1], d = w.shape[2];
+            var stored = w.reshape(h * hd, d).t();
+            return LlamaKernels.GatherRows(stored, Permutation!, Signs).t().view(h, hd, d);
+        }
         if (w.dim() == 2 && w.dtype == ScalarType.Float64) return LlamaKernels.GatherColumns(w, Permutation!, Signs);
         return w.index_select(-1, _perm) * _sign!.to_type(w.dtype);
     }
