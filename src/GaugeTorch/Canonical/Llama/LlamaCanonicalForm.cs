@@ -59,26 +59,11 @@ public static class LlamaCanonicalForm
         r.Kind = "signed-permutation";
         var e = g.Embed;
         long v = e.shape[0], d = e.shape[1];
-        // Column norms (float64) and the largest positive and negative entry per column, over chunks of rows (E is
-        // 2 GB in float64 on Llama-3.2-1B). The sign rule compares the two extremes; their gap is its margin.
-        var sq = new double[d];
-        var maxPos = new double[d];
-        var maxNeg = new double[d];
-        const long chunk = 16384;
-        for (long s = 0; s < v; s += chunk)
-        {
-            using var cs = NewDisposeScope();
-            var rows = e.narrow(0, s, Math.Min(chunk, v - s));
-            var n2 = rows.to_type(ScalarType.Float64).square().sum([0]).data<double>().ToArray();
-            var hi = rows.amax([0]).to_type(ScalarType.Float64).data<double>().ToArray();
-            var lo = rows.amin([0]).to_type(ScalarType.Float64).data<double>().ToArray();
-            for (long j = 0; j < d; j++)
-            {
-                sq[j] += n2[j];
-                maxPos[j] = Math.Max(maxPos[j], hi[j]);
-                maxNeg[j] = Math.Max(maxNeg[j], -lo[j]);
-            }
-        }
+        // Column norms (float64 sums) and the largest positive and negative entry per column, in one pass over E in
+        // its stored precision (2 GB in float64 on Llama-3.2-1B). The sign rule compares the two extremes; their gap is its margin.
+        var (sq, hi, lo) = LlamaKernels.ColumnStats(e);
+        var maxPos = hi.Select(x => Math.Max(x, 0)).ToArray();
+        var maxNeg = lo.Select(x => Math.Max(-x, 0)).ToArray();
         var best = maxPos.Zip(maxNeg, Math.Max).ToArray();
         var bestSign = maxPos.Zip(maxNeg, (a, b) => a >= b ? 1.0 : -1.0).ToArray();
         var second = maxPos.Zip(maxNeg, Math.Min).ToArray();
@@ -273,10 +258,12 @@ public static class LlamaCanonicalForm
         var q = frame.Reader(w.Q, w.Norm1.Gain);
         var kk = frame.Reader(w.K, w.Norm1.Gain);
         var v = frame.Reader(w.V, w.Norm1.Gain);
-        var gateU = frame.ReaderRows(w.Gate!.t(), w.Norm2.Gain);                              // [F, d]
-        var upU = frame.ReaderRows(w.Up.t(), w.Norm2.Gain);                                   // [F, d]
+        // A signed-permutation frame (tied) folds, permutes, scales and orders the MLP in one gather per matrix (step 6).
+        var mlpMap = frame.ReaderColumns(w.Norm2.Gain);
+        var gateU = mlpMap is null ? frame.ReaderRows(w.Gate!.t(), w.Norm2.Gain) : null;      // [F, d]
+        var upU = mlpMap is null ? frame.ReaderRows(w.Up.t(), w.Norm2.Gain) : null;           // [F, d]
         var o = frame.Writer(w.O);
-        var downS = frame.WriterRows(w.Down.t());                                              // [d, F]
+        var downS = mlpMap is null ? frame.WriterRows(w.Down.t()) : null;                     // [d, F]
         PhaseClock.Mark("layer: fold + frame");
         var ob = w.OBias is null ? null : frame.Writer(w.OBias);
         var db = w.DownBias is null ? null : frame.Writer(w.DownBias);
@@ -307,9 +294,17 @@ public static class LlamaCanonicalForm
         PhaseClock.Mark("layer: vo");
 
         // 6. SwiGLU unit scale and sign.
-        var gt = w.GateBias is null ? gateU : cat([gateU, w.GateBias.unsqueeze(1)], 1);     // [F, d(+1)]
-        var ut = w.UpBias is null ? upU : cat([upU, w.UpBias.unsqueeze(1)], 1);             // [F, d(+1)]
-        var (unitScale, balancedNorm) = BalanceMlp(ut, downS, p, r);
+        Tensor? gt = null, ut = null, unitScale = null, gateOut = null, upOut = null, downOut = null, gbOut = null, ubOut = null;
+        double[] balancedNorm = [];
+        int[]? unitOrder = null;
+        if (mlpMap is { } map)
+            (gateOut, gbOut, upOut, ubOut, downOut, unitOrder) = FusedMlp(w, map, frame.WriterRowMap(d)!.Value, p, r);
+        else
+        {
+            gt = w.GateBias is null ? gateU! : cat([gateU!, w.GateBias.unsqueeze(1)], 1);     // [F, d(+1)]
+            ut = w.UpBias is null ? upU! : cat([upU!, w.UpBias.unsqueeze(1)], 1);            // [F, d(+1)]
+            (unitScale, balancedNorm) = BalanceMlp(ut, downS!, p, r);
+        }
         PhaseClock.Mark("layer: mlp");
 
         // 7. Orders.
@@ -327,8 +322,11 @@ public static class LlamaCanonicalForm
             r.NearTiedHeads += hties;
             for (int m = 0; m < k; m++) headOrder[pos * k + m] = ids[within[m]];
         }
-        var unitOrder = SortDescending(Norms(gt), balancedNorm, p, out int uties, out _);
-        r.NearTiedUnits = uties;
+        if (unitOrder is null)
+        {
+            unitOrder = SortDescending(Norms(gt!), balancedNorm, p, out int uties, out _);
+            r.NearTiedUnits = uties;
+        }
         r.GroupOrder = groupOrder;
         r.HeadOrder = headOrder;
         r.VoSingularValues = groupOrder.Select(i => voS[i]).ToArray();
@@ -341,11 +339,19 @@ public static class LlamaCanonicalForm
         kt = kt.index_select(0, gp);
         vt = vt.index_select(0, gp);
         // The unit scale of step 6 applied with the permutation (one pass over up and down each).
-        var unitIndex = unitOrder.Select(i => (long)i).ToArray();
-        var scaleSorted = unitScale.data<double>().ToArray() is var sc ? unitOrder.Select(i => sc[i]).ToArray() : null;
-        gt = LlamaKernels.GatherRows(gt, unitIndex);
-        ut = LlamaKernels.GatherRows(ut, unitIndex, scaleSorted);
-        downS = LlamaKernels.GatherColumns(downS, unitIndex, scaleSorted!.Select(x => 1 / x).ToArray());
+        if (gateOut is null)
+        {
+            var unitIndex = unitOrder.Select(i => (long)i).ToArray();
+            var sc = unitScale!.data<double>().ToArray();
+            var scaleSorted = unitOrder.Select(i => sc[i]).ToArray();
+            gt = LlamaKernels.GatherRows(gt!, unitIndex);
+            ut = LlamaKernels.GatherRows(ut!, unitIndex, scaleSorted);
+            downOut = LlamaKernels.GatherColumns(downS!, unitIndex, scaleSorted.Select(x => 1 / x).ToArray());
+            gateOut = gt.narrow(1, 0, d);
+            upOut = ut.narrow(1, 0, d);
+            gbOut = w.GateBias is null ? null : gt.select(1, d).contiguous();
+            ubOut = w.UpBias is null ? null : ut.select(1, d).contiguous();
+        }
         PhaseClock.Mark("layer: order mlp");
         PhaseClock.Mark("layer: order");
 
@@ -359,9 +365,9 @@ public static class LlamaCanonicalForm
             O = oc.contiguous(), OBias = ob?.contiguous(),
             Norm2 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
             // Views of the unit-major results (the adapter's [out, in] layout): no copy on the way out.
-            Gate = gt.narrow(1, 0, d).t(), GateBias = w.GateBias is null ? null : gt.select(1, d).contiguous(),
-            Up = ut.narrow(1, 0, d).t(), UpBias = w.UpBias is null ? null : ut.select(1, d).contiguous(),
-            Down = downS.t(), DownBias = db?.contiguous(),
+            Gate = gateOut.t(), GateBias = gbOut,
+            Up = upOut!.t(), UpBias = ubOut,
+            Down = downOut!.t(), DownBias = db?.contiguous(),
         };
         PhaseClock.Mark("layer: assemble");
 
@@ -438,6 +444,55 @@ public static class LlamaCanonicalForm
                 if (svs[i][j + 1] > 0 && svs[i][j] - svs[i][j + 1] <= p.Tie * svs[i][0]) r.VoNearDegenerate++;
         }
         return (uu * root, vv * root, svs);
+    }
+
+    /// <summary>
+    /// Steps 1, 2, 6 and the unit order of 7 for the MLP in a signed-permutation frame, without intermediate matrices:
+    /// the unit statistics (|gate[u]|, |up[u]| and its extremes, over each row as it will be written; |down[:, u]|)
+    /// first, then one gather per matrix that folds g₂, applies the frame, the unit scale and the unit order. Returns
+    /// gate [F, d], its bias, up [F, d], its bias, down [d, F] (the nn.Linear layouts) and the unit order.
+    /// </summary>
+    private static (Tensor Gate, Tensor? GateBias, Tensor Up, Tensor? UpBias, Tensor Down, int[] Order) FusedMlp(
+        LayerView w, (long[] Index, double[] Scale) cols, (long[] Index, double[]? Sign) rows, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        var gateS = w.Gate!.t();
+        var upS = w.Up.t();
+        var downS = w.Down.t();
+        var (gSq, _, _) = LlamaKernels.RowStats(gateS, cols.Index, cols.Scale);
+        var (uSq, uHi, uLo) = LlamaKernels.RowStats(upS, cols.Index, cols.Scale);
+        var dSq = LlamaKernels.ColumnStats(downS).SumSquares;
+        var gb = w.GateBias?.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var ub = w.UpBias?.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        int f = gSq.Length;
+        var gNorm = new double[f];
+        var scale = new double[f];
+        var balanced = new double[f];
+        for (int u = 0; u < f; u++)
+        {
+            double g2 = gSq[u], u2 = uSq[u], hi = uHi[u], lo = uLo[u];
+            if (gb is not null) g2 += gb[u] * gb[u];
+            if (ub is not null) { u2 += ub[u] * ub[u]; hi = Math.Max(hi, ub[u]); lo = Math.Min(lo, ub[u]); }
+            gNorm[u] = Math.Sqrt(g2);
+            double nu = Math.Sqrt(u2), nd = Math.Sqrt(dSq[u]);
+            bool zero = nu == 0 || nd == 0;
+            if (zero) r.ZeroUnits++;
+            double s = zero ? 1 : Math.Sqrt(nd / nu);
+            double pos = Math.Max(hi, 0), neg = Math.Max(-lo, 0);
+            if (neg > pos) s = -s;
+            if (!zero && Math.Abs(pos - neg) <= Math.Max(pos, neg) * p.Tie) r.NearTiedSigns++;
+            scale[u] = s;
+            balanced[u] = zero ? Math.Sqrt(nu * nu + nd * nd) : Math.Sqrt(nu * nd);
+        }
+        var order = SortDescending(gNorm, balanced, p, out int ties, out _);
+        r.NearTiedUnits = ties;
+        var idx = order.Select(i => (long)i).ToArray();
+        var sorted = order.Select(i => scale[i]).ToArray();
+        var gate = LlamaKernels.GatherBoth(gateS, idx, null, cols.Index, cols.Scale);
+        var up = LlamaKernels.GatherBoth(upS, idx, sorted, cols.Index, cols.Scale);
+        var down = LlamaKernels.GatherBoth(downS, rows.Index, rows.Sign, idx, sorted.Select(x => 1 / x).ToArray());
+        Tensor? gateBias = gb is null ? null : tensor(order.Select(i => gb[i]).ToArray(), ScalarType.Float64);
+        Tensor? upBias = ub is null ? null : tensor(order.Select((i, k) => ub[i] * sorted[k]).ToArray(), ScalarType.Float64);
+        return (gate, gateBias, up, upBias, down, order);
     }
 
     /// <summary>Cholesky factor of a well-conditioned Gram matrix as the square root of A [b, m, r]: accepted when its diagonal spans at most 10³.</summary>

@@ -59,6 +59,25 @@ public sealed class LlamaFrame : IDisposable
         return w.index_select(-2, _perm) * (gain.index_select(0, _perm) * _sign!.to_type(gain.dtype)).view(d, 1);
     }
 
+    /// <summary>
+    /// A signed-permutation (or identity) frame as index maps for the gather kernels: reader column k of the output
+    /// takes source column index[k]·scale[k] (the gain folded); null for a rotation.
+    /// </summary>
+    public (long[] Index, double[] Scale)? ReaderColumns(Tensor gain)
+    {
+        if (Rotation is not null) return null;
+        if (_perm is null) return (Enumerable.Range(0, (int)gain.shape[0]).Select(i => (long)i).ToArray(), gain.to_type(ScalarType.Float64).contiguous().data<double>().ToArray());
+        return (Permutation!, FoldScale(gain));
+    }
+
+    /// <summary>Writer row i of the output takes source row index[i]·sign[i] (sign null: 1); null for a rotation.</summary>
+    public (long[] Index, double[]? Sign)? WriterRowMap(long d)
+    {
+        if (Rotation is not null) return null;
+        if (_perm is null) return (Enumerable.Range(0, (int)d).Select(i => (long)i).ToArray(), null);
+        return (Permutation!, Signs);
+    }
+
     /// <summary>g[perm[k]]·sign[k]: the gain folded into a signed-permuted reader column.</summary>
     private double[] FoldScale(Tensor gain)
     {
