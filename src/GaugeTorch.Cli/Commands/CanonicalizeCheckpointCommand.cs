@@ -19,11 +19,13 @@ public static class CanonicalizeCheckpointCommand
         var json = JsonOutput.Option("the report");
         var text = new TextInput();
         var checkTokens = new Option<int?>("--check-tokens") { Description = "Measure the export's logits error on the first N tokens of the text (default: all of it, up to the model's positions; 0 skips the check, which costs two float64 forward passes)." };
-        var cmd = new Command("canonicalize-checkpoint", "Write the gauge-canonical form of a checkpoint as a standard HuggingFace GPT-2 directory, streaming layer by layer.")
+        var cmd = new Command("canonicalize-checkpoint", "Write the gauge-canonical form of a checkpoint (GPT-2, Llama, Qwen2, Mistral) as a standard HuggingFace directory of the same architecture, streaming layer by layer.")
             { model, output, form, dtype, json, checkTokens };
         foreach (var o in text.Options) cmd.Options.Add(o);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
+            if (CanonicalizeCheckpointLlama.IsLlamaFamily(CanonicalizeCheckpointLlama.ModelType(r.GetValue(model))))
+                return CanonicalizeCheckpointLlama.Canonicalize(r, r.GetValue(model), r.GetValue(form)!, r.GetValue(dtype)!, r.GetValue(output)!, r.GetValue(json), r.GetValue(checkTokens), text);
             var kind = CanonicalFormKinds.Parse(r.GetValue(form)!);
             bool f64 = CliCommon.ParseDType(r.GetValue(dtype)!, [DType.F64], same: true) is not null;
             string outDir = r.GetValue(output)!;

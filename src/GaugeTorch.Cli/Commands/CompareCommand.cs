@@ -19,6 +19,15 @@ public static class CompareCommand
             { a, b, json, tol };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
+            bool llamaA = CanonicalizeCheckpointLlama.IsLlamaFamily(CanonicalizeCheckpointLlama.ModelType(r.GetValue(a)));
+            bool llamaB = CanonicalizeCheckpointLlama.IsLlamaFamily(CanonicalizeCheckpointLlama.ModelType(r.GetValue(b)));
+            if (llamaA != llamaB) throw new ArgumentException($"{r.GetValue(a)} and {r.GetValue(b)} have different architectures (one is GPT-2, the other of the LLaMA family): not comparable");
+            if (llamaA)
+            {
+                double? t = r.GetValue(tol);
+                if (t is double tv && !(tv >= 0)) throw new ArgumentException($"--tolerance: {tv} is not a non-negative number");
+                return CanonicalizeCheckpointLlama.Compare(r.GetValue(a)!, r.GetValue(b)!, r.GetValue(json), t);
+            }
             using var ca = CliCommon.OpenModel(r.GetValue(a));
             using var cb = CliCommon.OpenModel(r.GetValue(b));
             string? jsonPath = r.GetValue(json);

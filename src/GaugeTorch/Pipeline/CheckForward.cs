@@ -61,6 +61,18 @@ public sealed class CheckForward : IDisposable
         return (y2 - y).norm().item<double>() / (y.norm().item<double>() + Math.Pow(2, -52));
     }
 
+    /// <summary>
+    /// The same error with the logits of the final states computed by the caller (<paramref name="logitsIn"/>,
+    /// <paramref name="logitsOut"/>: [T, d] → [T, V]), e.g. a head read in chunks from a compact copy.
+    /// </summary>
+    public double Finish(Func<Tensor, Tensor> logitsIn, Func<Tensor, Tensor> logitsOut)
+    {
+        using var scope = NewDisposeScope();
+        var y = Forward.RowCentre(logitsIn(_xIn));
+        var y2 = Forward.RowCentre(logitsOut(_xOut));
+        return (y2 - y).norm().item<double>() / (y.norm().item<double>() + Math.Pow(2, -52));
+    }
+
     public void Dispose()
     {
         _xIn.Dispose();
