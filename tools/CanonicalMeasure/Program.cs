@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using GaugeTorch.Gauge.Canonical;
+using GaugeTorch.Canonical.Gpt2;
 using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Canonical;

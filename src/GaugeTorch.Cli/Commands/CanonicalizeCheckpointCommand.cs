@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using GaugeTorch.Gauge.Canonical;
+using GaugeTorch.Canonical.Gpt2;
 using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using Spectre.Console;

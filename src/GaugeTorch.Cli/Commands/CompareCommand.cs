@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
-using GaugeTorch.Gauge.Canonical;
+using GaugeTorch.Canonical.Gpt2;
 using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using Spectre.Console;

@@ -1,4 +1,4 @@
-using GaugeTorch.Gauge.Canonical;
+using GaugeTorch.Canonical.Gpt2;
 using GaugeTorch.Model;
 using GaugeTorch.Symmetry;
 using static TorchSharp.torch;

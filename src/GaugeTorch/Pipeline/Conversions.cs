@@ -4,7 +4,7 @@ namespace GaugeTorch.Pipeline;
 
 /// <summary>
 /// Conversions between stored dtypes and float64 on raw memory (a memory-mapped tensor, a staging slot), split over
-/// two threads. Copied from the canonical form's kernels (GaugeTorch.Gauge.Canonical.CanonicalKernels) so that the
+/// two threads. Copied from the canonical form's kernels (GaugeTorch.Canonical.Gpt2.CanonicalKernels) so that the
 /// pipeline does not depend on the canonicalizer; the rounding is libtorch's <c>to(dtype)</c> (F16 and BF16 through
 /// float32, BF16 to nearest even).
 /// </summary>

@@ -1,4 +1,4 @@
-using GaugeTorch.Gauge.Canonical;
+using GaugeTorch.Canonical.Gpt2;
 using GaugeTorch.Architectures.Gpt2;
 using GaugeTorch.SafeTensors;
 using GaugeTorch.Tests.Fixtures;

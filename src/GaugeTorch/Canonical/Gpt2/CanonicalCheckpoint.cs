@@ -5,7 +5,7 @@ using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>Options of <see cref="CanonicalCheckpoint.Write"/>.</summary>
 public sealed record CanonicalizeOptions

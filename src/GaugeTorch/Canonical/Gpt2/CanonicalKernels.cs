@@ -3,7 +3,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using GaugeTorch.SafeTensors;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>A row-major matrix the kernels read: float32 or float64 data at <see cref="Data"/>.</summary>
 internal readonly record struct KernelSource(IntPtr Data, bool IsFloat64);

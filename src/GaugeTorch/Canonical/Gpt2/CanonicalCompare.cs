@@ -3,7 +3,7 @@ using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>One head of A matched with one head of B.</summary>
 public sealed record HeadComparison(int Layer, int Position, int HeadA, int HeadB, double QkDistance, double VoDistance, HeadFingerprint A, HeadFingerprint B)

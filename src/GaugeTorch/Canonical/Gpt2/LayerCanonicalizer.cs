@@ -3,7 +3,7 @@ using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>
 /// The full canonical form (GAUGE.md §5) of one block, computed in float64 in buffers that are allocated once and

@@ -1,6 +1,6 @@
 using GaugeTorch.SafeTensors;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>
 /// The precision the canonical form works to: that of the coarser of the input's storage dtype and the output's.

@@ -3,7 +3,7 @@ using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>
 /// The global part of the full canonical form: family 10 (step 4) and the residual frame (step 4b, GAUGE.md §5).

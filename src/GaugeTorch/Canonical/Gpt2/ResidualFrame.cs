@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>How step 4b moved the residual stream.</summary>
 public enum ResidualFrameKind

@@ -1,4 +1,4 @@
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>Which canonical form: GAUGE.md §5 (<see cref="Full"/>) or the papers' weaker form (<see cref="Paper"/>).</summary>
 public enum CanonicalFormKind

@@ -2,7 +2,7 @@ using GaugeTorch.SafeTensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>
 /// Shared numerics of the canonical forms: the factored SVD of a low-rank composite (QR of both factors, SVD of

@@ -2,7 +2,7 @@ using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>
 /// The papers' weaker canonical form (<c>--form paper</c>): steps 5–8 of GAUGE.md §5 only. Biases are carried as

@@ -2,7 +2,7 @@ using GaugeTorch.Architectures.Gpt2;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GaugeTorch.Gauge.Canonical;
+namespace GaugeTorch.Canonical.Gpt2;
 
 /// <summary>
 /// The canonical form of GAUGE.md §5 (<c>--form full</c>): a representative of the orbit of the whole gauge
