@@ -16,6 +16,16 @@ public static class DTypes
         _ => throw new ArgumentOutOfRangeException(nameof(d)),
     };
 
+    /// <summary>Unit roundoff u (half an ulp at 1): 2⁻⁵³ F64, 2⁻²⁴ F32, 2⁻¹¹ F16, 2⁻⁸ BF16.</summary>
+    public static double UnitRoundoff(this DType d) => d switch
+    {
+        DType.F64 => Math.Pow(2, -53),
+        DType.F32 => Math.Pow(2, -24),
+        DType.F16 => Math.Pow(2, -11),
+        DType.BF16 => Math.Pow(2, -8),
+        _ => throw new NotSupportedException($"dtype {d} is not a floating-point parameter dtype"),
+    };
+
     public static bool IsFloat(this DType d) => d is DType.F64 or DType.F32 or DType.F16 or DType.BF16;
 
     /// <summary>Parses a dtype exactly as the safetensors spec spells it ("F32", "BOOL", ...). Numbers, lower case,

@@ -30,47 +30,13 @@ public sealed record CompareOptions
 }
 
 /// <summary>The result of <see cref="CanonicalCompare.Compare"/>: distances, tolerances and the verdict.</summary>
-public sealed class ComparisonResult
+public sealed class ComparisonResult : ComparisonVerdict
 {
     public List<LayerComparison> Layers { get; } = [];
-    /// <summary>wte, wpe, ln_f.weight, ln_f.bias (and lm_head when either head is untied): relative distances.</summary>
-    public Dictionary<string, double> Globals { get; } = new(StringComparer.Ordinal);
     public CanonicalReport ReportA { get; init; } = new();
     public CanonicalReport ReportB { get; init; } = new();
-    /// <summary>"tied" or "untied": the canonical form both were brought to (untied when either head is).</summary>
-    public string HeadForm { get; set; } = "tied";
 
-    public double Largest => Math.Max(Layers.Count == 0 ? 0 : Layers.Max(l => l.Distance), Globals.Count == 0 ? 0 : Globals.Values.Max());
-
-    /// <summary>
-    /// The measured rounding of each input: the largest distance (the same measures as <see cref="Largest"/>) between
-    /// its float64 canonical form and the canonical form of that form rounded to the input's storage dtype (its
-    /// residual frame recomputed). ~1e-15 for F64 inputs.
-    /// </summary>
-    public double RoundingA { get; set; }
-    public double RoundingB { get; set; }
-    /// <summary>The tolerance on <see cref="Largest"/> the verdict used.</summary>
-    public double Tolerance { get; set; }
-    /// <summary>How <see cref="Tolerance"/> was obtained, in words.</summary>
-    public string ToleranceBasis { get; set; } = "";
-
-    /// <summary>Tokens of the function comparison (0: not compared).</summary>
-    public int FunctionTokens { get; set; }
-    /// <summary>‖Y_A − Y_B‖_F / ‖Y_A‖_F of the row-centred logits (float64), null when not compared.</summary>
-    public double? FunctionDistance { get; set; }
-    /// <summary>
-    /// Measured function rounding of each input: the same distance between the input and the input with every stored
-    /// value moved by a random relative error uniform in ±u (u the unit roundoff of its storage dtype).
-    /// </summary>
-    public double? FunctionRoundingA { get; set; }
-    public double? FunctionRoundingB { get; set; }
-    public double? FunctionTolerance { get; set; }
-    public string FunctionToleranceBasis { get; set; } = "";
-
-    public bool WeightsEquivalent => Largest <= Tolerance;
-    public bool FunctionEquivalent => FunctionDistance is not double f || f <= FunctionTolerance;
-    /// <summary>The verdict: equivalent up to gauge when the canonical forms agree within the tolerance and the function does too.</summary>
-    public bool Equivalent => WeightsEquivalent && FunctionEquivalent;
+    protected override double LargestInLayers => Layers.Count == 0 ? 0 : Layers.Max(l => l.Distance);
 
     /// <summary>Where the largest distance is, in words (layer/head with both original indices, or a tensor).</summary>
     public string LargestWhere
@@ -111,20 +77,10 @@ public sealed class ComparisonResult
 /// </summary>
 public static class CanonicalCompare
 {
-    /// <summary>
-    /// Tolerance = this × (measured rounding of A + of B), for the weights and for the function alike. Measured
-    /// (docs/canonical-form.md): the trained F16 demo model against a random gauge transform of itself stored in F16
-    /// is at 0.64× the sum in weights and 0.23× in logits, while a 2 % change of layer 0's c_fc is 25× the sum in
-    /// weights and 8× in logits (layer 1's: 26× and 3.7×); F32 test fixtures against their transforms are at
-    /// 0.4–1.2× the sum in weights.
-    /// </summary>
-    public const double RoundingSafety = 4;
-
-    /// <summary>The smallest weight tolerance: the float64 canonical form's own uniqueness bound (GAUGE.md §5), for F64 inputs whose rounding is 0.</summary>
-    public const double Float64WeightFloor = 1e-9;
-
-    /// <summary>The smallest function tolerance: 100 ε_F64, the bound a gauge transform must meet in float64 (GAUGE.md §4).</summary>
-    public static readonly double Float64FunctionFloor = 100 * Math.Pow(2, -52);
+    /// <summary>The shared rule's constants (<see cref="ComparisonVerdict"/>).</summary>
+    public const double RoundingSafety = ComparisonVerdict.RoundingSafety;
+    public const double Float64WeightFloor = ComparisonVerdict.Float64WeightFloor;
+    public static readonly double Float64FunctionFloor = ComparisonVerdict.Float64FunctionFloor;
 
     public static ComparisonResult Compare(Gpt2Checkpoint a, Gpt2Checkpoint b, IProgress<(int Done, int Total)>? progress = null) =>
         Compare(a, b, new CompareOptions { Progress = progress });
@@ -249,21 +205,7 @@ public static class CanonicalCompare
                 LayerCanonicalizer.ReleaseMapped(b, l);
                 o.Progress?.Report((l + 1, c.NLayer + 1));
             }
-            result.RoundingA = roundA;
-            result.RoundingB = roundB;
-            if (o.Tolerance is double given)
-            {
-                result.Tolerance = given;
-                result.ToleranceBasis = "given";
-            }
-            else
-            {
-                double derived = RoundingSafety * (roundA + roundB);
-                result.Tolerance = Math.Max(derived, Float64WeightFloor);
-                result.ToleranceBasis = derived >= Float64WeightFloor
-                    ? $"{RoundingSafety:G} × (measured rounding of A {roundA:E2} ({a.StorageDType}) + of B {roundB:E2} ({b.StorageDType}))"
-                    : $"the float64 form's uniqueness bound {Float64WeightFloor:G} (measured rounding: A {roundA:E2}, B {roundB:E2})";
-            }
+            result.SetWeightTolerance(o.Tolerance, roundA, a.StorageDType, roundB, b.StorageDType);
             if (tok is not null)
             {
                 using var scope = NewDisposeScope();
@@ -273,16 +215,9 @@ public static class CanonicalCompare
                 var yrb = Gpt2Functional.RowCentre(PerturbedHead(xrb!, gb, c, ub, 2000));
                 double eps = Math.Pow(2, -52);
                 double na = ya.norm().item<double>(), nb = yb.norm().item<double>();
-                result.FunctionDistance = (ya - yb).norm().item<double>() / (na + eps);
                 double fra = (yra - ya).norm().item<double>() / (na + eps);
                 double frb = (yrb - yb).norm().item<double>() / (nb + eps);
-                result.FunctionRoundingA = fra;
-                result.FunctionRoundingB = frb;
-                double derived = RoundingSafety * (fra + frb);
-                result.FunctionTolerance = Math.Max(derived, Float64FunctionFloor);
-                result.FunctionToleranceBasis = derived >= Float64FunctionFloor
-                    ? $"{RoundingSafety:G} × (measured function rounding of A {fra:E2} + of B {frb:E2})"
-                    : $"100 ε_F64 = {Float64FunctionFloor:E2} (measured function rounding: A {fra:E2}, B {frb:E2})";
+                result.SetFunction((ya - yb).norm().item<double>() / (na + eps), fra, frb);
             }
         }
         finally

@@ -33,14 +33,7 @@ public sealed record CanonicalPrecision
         new() { Storage = UnitRoundoff(input) >= UnitRoundoff(output) ? input : output };
 
     /// <summary>Unit roundoff u (half an ulp at 1): 2⁻⁵³ F64, 2⁻²⁴ F32, 2⁻¹¹ F16, 2⁻⁸ BF16.</summary>
-    public static double UnitRoundoff(DType t) => t switch
-    {
-        DType.F64 => Math.Pow(2, -53),
-        DType.F32 => Math.Pow(2, -24),
-        DType.F16 => Math.Pow(2, -11),
-        DType.BF16 => Math.Pow(2, -8),
-        _ => throw new NotSupportedException($"dtype {t} is not a floating-point parameter dtype"),
-    };
+    public static double UnitRoundoff(DType t) => t.UnitRoundoff();
 
     /// <summary>Half the spacing of the subnormals of a dtype (the absolute rounding error below its smallest normal).</summary>
     public static double SubnormalHalfSpacing(DType t) => t switch

@@ -26,29 +26,13 @@ public sealed record LlamaLayerComparison(int Layer, double[] QkDistances, doubl
 }
 
 /// <summary>The result of <see cref="LlamaCanonicalCompare.Compare"/>: distances, tolerances, the verdict (the same rules as GPT-2's compare).</summary>
-public sealed class LlamaComparison
+public sealed class LlamaComparison : ComparisonVerdict
 {
     public List<LlamaLayerComparison> Layers { get; } = [];
-    public Dictionary<string, double> Globals { get; } = new(StringComparer.Ordinal);
     public LlamaCanonicalReport ReportA { get; init; } = new();
     public LlamaCanonicalReport ReportB { get; init; } = new();
-    /// <summary>"tied" or "untied": the form both were brought to (untied when either head is).</summary>
-    public string HeadForm { get; set; } = "tied";
-    public double Largest => Math.Max(Layers.Count == 0 ? 0 : Layers.Max(l => l.Distance), Globals.Count == 0 ? 0 : Globals.Values.Max());
-    /// <summary>Measured rounding of each input: the distance between its float64 canonical form and the canonical form of that form rounded to its storage dtype.</summary>
-    public double RoundingA { get; set; }
-    public double RoundingB { get; set; }
-    public double Tolerance { get; set; }
-    public string ToleranceBasis { get; set; } = "";
-    public int FunctionTokens { get; set; }
-    public double? FunctionDistance { get; set; }
-    public double? FunctionRoundingA { get; set; }
-    public double? FunctionRoundingB { get; set; }
-    public double? FunctionTolerance { get; set; }
-    public string FunctionToleranceBasis { get; set; } = "";
-    public bool WeightsEquivalent => Largest <= Tolerance;
-    public bool FunctionEquivalent => FunctionDistance is not double f || f <= FunctionTolerance;
-    public bool Equivalent => WeightsEquivalent && FunctionEquivalent;
+
+    protected override double LargestInLayers => Layers.Count == 0 ? 0 : Layers.Max(l => l.Distance);
 
     public string LargestWhere
     {
@@ -80,8 +64,8 @@ public sealed class LlamaComparison
 /// canonical order: per KV group the QK factors directly and the VO composite in factored form
 /// (<see cref="CanonicalCompare.CompositeDistances"/>, independent of the basis inside near-degenerate singular
 /// subspaces), the MLP units, biases and gains. The verdict also compares the row-centred logits. Both tolerances
-/// follow GPT-2's compare exactly: <see cref="CanonicalCompare.RoundingSafety"/> × the measured rounding of the two
-/// inputs, with the floors <see cref="CanonicalCompare.Float64WeightFloor"/> and <see cref="CanonicalCompare.Float64FunctionFloor"/>.
+/// follow GPT-2's compare exactly: <see cref="ComparisonVerdict.RoundingSafety"/> × the measured rounding of the two
+/// inputs, with the floors <see cref="ComparisonVerdict.Float64WeightFloor"/> and <see cref="ComparisonVerdict.Float64FunctionFloor"/>.
 /// </summary>
 public static class LlamaCanonicalCompare
 {
@@ -174,21 +158,7 @@ public static class LlamaCanonicalCompare
             {
                 if (rope is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }
             }
-            result.RoundingA = roundA;
-            result.RoundingB = roundB;
-            if (o.Tolerance is double given)
-            {
-                result.Tolerance = given;
-                result.ToleranceBasis = "given";
-            }
-            else
-            {
-                double derived = CanonicalCompare.RoundingSafety * (roundA + roundB);
-                result.Tolerance = Math.Max(derived, CanonicalCompare.Float64WeightFloor);
-                result.ToleranceBasis = derived >= CanonicalCompare.Float64WeightFloor
-                    ? $"{CanonicalCompare.RoundingSafety:G} × (measured rounding of A {roundA:E2} ({a.StorageDType}) + of B {roundB:E2} ({b.StorageDType}))"
-                    : $"the float64 form's uniqueness bound {CanonicalCompare.Float64WeightFloor:G} (measured rounding: A {roundA:E2}, B {roundB:E2})";
-            }
+            result.SetWeightTolerance(o.Tolerance, roundA, a.StorageDType, roundB, b.StorageDType);
             if (xa is not null)
             {
                 using var scope = NewDisposeScope();
@@ -198,16 +168,9 @@ public static class LlamaCanonicalCompare
                 var yrb = Forward.RowCentre(PerturbedLogits(xrb!, gb, t, ub, 2000));
                 double eps = Math.Pow(2, -52);
                 double na = ya.norm().item<double>(), nb = yb.norm().item<double>();
-                result.FunctionDistance = (ya - yb).norm().item<double>() / (na + eps);
                 double fra = (yra - ya).norm().item<double>() / (na + eps);
                 double frb = (yrb - yb).norm().item<double>() / (nb + eps);
-                result.FunctionRoundingA = fra;
-                result.FunctionRoundingB = frb;
-                double derived = CanonicalCompare.RoundingSafety * (fra + frb);
-                result.FunctionTolerance = Math.Max(derived, CanonicalCompare.Float64FunctionFloor);
-                result.FunctionToleranceBasis = derived >= CanonicalCompare.Float64FunctionFloor
-                    ? $"{CanonicalCompare.RoundingSafety:G} × (measured function rounding of A {fra:E2} + of B {frb:E2})"
-                    : $"100 ε_F64 = {CanonicalCompare.Float64FunctionFloor:E2} (measured function rounding: A {fra:E2}, B {frb:E2})";
+                result.SetFunction((ya - yb).norm().item<double>() / (na + eps), fra, frb);
             }
         }
         finally

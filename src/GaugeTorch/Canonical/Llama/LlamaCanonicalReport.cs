@@ -28,14 +28,7 @@ public sealed record LlamaCanonicalPrecision
     public static LlamaCanonicalPrecision For(DType input, DType output) =>
         new() { Storage = UnitRoundoff(input) >= UnitRoundoff(output) ? input : output };
 
-    public static double UnitRoundoff(DType t) => t switch
-    {
-        DType.F64 => Math.Pow(2, -53),
-        DType.F32 => Math.Pow(2, -24),
-        DType.F16 => Math.Pow(2, -11),
-        DType.BF16 => Math.Pow(2, -8),
-        _ => throw new NotSupportedException($"dtype {t} is not a floating-point parameter dtype"),
-    };
+    public static double UnitRoundoff(DType t) => t.UnitRoundoff();
 
     public double Unit => UnitRoundoff(Storage);
 
