@@ -1,5 +1,4 @@
 using GaugeTorch.Model;
-using static TorchSharp.torch;
 
 namespace GaugeTorch.Symmetry;
 
@@ -9,75 +8,12 @@ namespace GaugeTorch.Symmetry;
 /// symmetry: a reader computes (n∘γ + β)·W = (n∘γ∘s + β∘s)·diag(s)^{-1}W. Dimension 2d per layer. Gains with
 /// |s| ∈ [0.5, 2] (log-uniform) and random signs (§4). RMSNorm models have the bias-free analogue (norm-gain).
 /// </summary>
-public sealed class LayerNormGain : SymmetryFamily
+public sealed class LayerNormGain : NormGainFamily
 {
     public static readonly LayerNormGain Instance = new();
 
     public override string Name => "ln-gain";
     public override string Reference => "GAUGE.md §2 family 6";
-    public override bool Discrete => false;
     public override string Requirement => "LayerNorm";
     public override bool HoldsFor(ModelTraits t) => t.Norm == NormKind.LayerNorm;
-    public override string DimensionFormula(ModelTraits t) => "L·2d";
-    public override long Dimension(ModelTraits t) => 2L * t.Layers * t.Hidden;
-
-    public override FamilyElement Sample(SampleKey key, ModelTraits t) => new DrawnElement(layer: (l, _) =>
-    {
-        var g = key.For(l, Name);
-        var s1 = GaugeRandom.Gains(t.Hidden, g);
-        var s2 = GaugeRandom.Gains(t.Hidden, g);
-        return new NormGainAction(Name, s1, s2);
-    });
-
-    public override FamilyGenerator RandomGenerator(SampleKey key, ModelTraits t)
-    {
-        (Tensor, Tensor) X(int l)
-        {
-            var g = key.For(l, Name + "/generator");
-            return (randn([t.Hidden], ScalarType.Float64, generator: g), randn([t.Hidden], ScalarType.Float64, generator: g));
-        }
-        return new DrawnGenerator(
-            layer: (l, at) =>
-            {
-                var (x1, x2) = X(l);
-                var v = ViewOps.Zeros(at);
-                v.Norm1 = new NormView { Gain = at.Norm1.Gain * x1, Bias = at.Norm1.Bias is null ? null : at.Norm1.Bias * x1 };
-                var r1 = x1.view(1, -1, 1);
-                v.Q = -(at.Q * r1);
-                v.K = -(at.K * r1);
-                v.V = -(at.V * r1);
-                v.Norm2 = new NormView { Gain = at.Norm2.Gain * x2, Bias = at.Norm2.Bias is null ? null : at.Norm2.Bias * x2 };
-                v.Up = -(at.Up * x2.unsqueeze(1));
-                if (at.Gate is not null) v.Gate = -(at.Gate * x2.unsqueeze(1));
-                return v;
-            },
-            globals: null,
-            exp: tau => new DrawnElement(layer: (l, _) =>
-            {
-                var (x1, x2) = X(l);
-                return new NormGainAction(Name, (x1 * tau).exp(), (x2 * tau).exp());
-            }));
-    }
-}
-
-/// <summary>Norm gains (and LayerNorm biases) ∘ s, the norm's readers' rows ÷ s, for both norms of a block.</summary>
-public sealed class NormGainAction(string name, Tensor s1, Tensor s2) : ILayerAction
-{
-    public Tensor S1 { get; } = s1;
-    public Tensor S2 { get; } = s2;
-    public string Name { get; } = name;
-
-    public void Apply(LayerView w, ModelTraits t)
-    {
-        w.Norm1 = new NormView { Gain = w.Norm1.Gain * S1, Bias = w.Norm1.Bias is null ? null : w.Norm1.Bias * S1 };
-        var r1 = S1.view(1, -1, 1);
-        w.Q = w.Q / r1;
-        w.K = w.K / r1;
-        w.V = w.V / r1;
-        w.Norm2 = new NormView { Gain = w.Norm2.Gain * S2, Bias = w.Norm2.Bias is null ? null : w.Norm2.Bias * S2 };
-        var r2 = S2.unsqueeze(1);
-        ViewOps.MapReaders2(w, m => m / r2);
-    }
-
-    public ILayerAction Inverse() => new NormGainAction(Name, S1.reciprocal(), S2.reciprocal());
 }
