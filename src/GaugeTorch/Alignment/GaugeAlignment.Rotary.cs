@@ -46,13 +46,7 @@ public static partial class GaugeAlignment
         int d = a.Traits.Hidden;
         var fa = RmsResidualFeatures(a, mode, includeBlocks);
         var fb = RmsResidualFeatures(b, mode, includeBlocks);
-        var su = zeros(d, d, ScalarType.Float64);
-        var ss = zeros(d, d, ScalarType.Float64);
-        for (int k = 0; k < fa.Count; k++)
-        {
-            var s = matmul(fa[k].X.t(), fb[k].X);
-            if (fa[k].Signed) ss += s; else su += s;
-        }
+        var (su, ss) = Similarities(fa, fb, d);
         bool full = mode == AlignmentMode.Full;
         var score = full ? su + ss.abs() : su + ss;
         var assign = Assign(score, d, minimize: false);

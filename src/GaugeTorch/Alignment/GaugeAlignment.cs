@@ -233,6 +233,22 @@ public static partial class GaugeAlignment
     /// γ_f (unsigned) and β_f (signed); with blocks: each norm's gain (signed), bias (unsigned), folded centred readers
     /// (C·diag(γ)·W)ᵀ (signed) and the writers with rows centred (signed). Permutations only: the raw tensors.
     /// </summary>
+    /// <summary>
+    /// The residual similarity of paired features: S[i, j] = Σ_k ⟨A_k[:, i], B_k[:, j]⟩ over the features whose sign
+    /// flips with the coordinate's (signed) and over the rest (unsigned), each [d, d].
+    /// </summary>
+    private static (Tensor Unsigned, Tensor Signed) Similarities(List<(Tensor X, bool Signed)> fa, List<(Tensor X, bool Signed)> fb, int d)
+    {
+        var su = zeros(d, d, ScalarType.Float64);
+        var ss = zeros(d, d, ScalarType.Float64);
+        for (int k = 0; k < fa.Count; k++)
+        {
+            var s = matmul(fa[k].X.t(), fb[k].X);
+            if (fa[k].Signed) ss += s; else su += s;
+        }
+        return (su, ss);
+    }
+
     private static List<(Tensor X, bool Signed)> ResidualFeatures(ModelWeights m, AlignmentMode mode, bool includeBlocks)
     {
         var f = new List<(Tensor, bool)>();
@@ -286,13 +302,7 @@ public static partial class GaugeAlignment
         int d = a.Traits.Hidden;
         var fa = ResidualFeatures(a, mode, includeBlocks);
         var fb = ResidualFeatures(b, mode, includeBlocks);
-        var su = zeros(d, d, ScalarType.Float64);
-        var ss = zeros(d, d, ScalarType.Float64);
-        for (int k = 0; k < fa.Count; k++)
-        {
-            var s = matmul(fa[k].X.t(), fb[k].X);
-            if (fa[k].Signed) ss += s; else su += s;
-        }
+        var (su, ss) = Similarities(fa, fb, d);
         var best = (Index: Array.Empty<long>(), Sign: 1.0, Score: double.NegativeInfinity);
         foreach (double sign in mode == AlignmentMode.Full ? new[] { 1.0, -1.0 } : [1.0])
         {
