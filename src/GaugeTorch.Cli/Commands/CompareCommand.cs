@@ -43,6 +43,7 @@ public static class CompareCommand
                     res = CanonicalCompare.Compare(ca, cb, options with { Progress = SyncProgress.Create(p => task.Value = p.Done) });
                     task.Value = total;
                 });
+            if (PhaseClock.Enabled) Console.Error.WriteLine(PhaseClock.Report());
             double tolerance = res.Tolerance;
             bool equivalent = res.Equivalent;
             if (jsonPath is not null)
