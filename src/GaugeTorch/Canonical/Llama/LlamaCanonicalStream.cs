@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using GaugeTorch.Architectures.Llama;
 using GaugeTorch.Model;
 using GaugeTorch.Pipeline;
@@ -48,6 +49,7 @@ internal static class LlamaCanonicalStream
         int total = t.Layers + 1;
         long d = t.Hidden, f = t.Inner;
         LlamaFrame? frame = null;
+        MlpScratch? scratch = null;
         Task? prefetch = null;
         try
         {
@@ -94,7 +96,7 @@ internal static class LlamaCanonicalStream
                 if (l + 1 < t.Layers) prefetch = stream.Prefetch(l + 1);
                 var lr = new LlamaLayerReport { Layer = l };
                 if (general) GeneralLayer(ck, stream, export, l, frame, precision, lr, Key);
-                else StreamLayer(ck, stream, export, l, frame, precision, lr, Key, stored, outType);
+                else StreamLayer(ck, stream, export, l, frame, precision, lr, Key, stored, outType, scratch ??= new MlpScratch(f * d * outType.Size(), f * d * 8));
                 report.Layers.Add(lr);
                 stream.Release(l);
                 progress?.Report((l + 2, total));
@@ -108,6 +110,20 @@ internal static class LlamaCanonicalStream
             // A page-touching task must not outlive this call (the checkpoint's mapping may be closed next).
             try { prefetch?.Wait(); } catch (AggregateException) { }
             frame?.Dispose();
+            scratch?.Dispose();
+        }
+    }
+
+    /// <summary>The gate rows (output dtype) and the up rows (float64) of one layer between the statistics pass and the unit order, reused layer after layer.</summary>
+    private sealed unsafe class MlpScratch(long gateBytes, long upBytes) : IDisposable
+    {
+        public IntPtr Gate { get; } = (IntPtr)NativeMemory.AlignedAlloc((nuint)gateBytes, 4096);
+        public IntPtr Up { get; } = (IntPtr)NativeMemory.AlignedAlloc((nuint)upBytes, 4096);
+
+        public void Dispose()
+        {
+            NativeMemory.AlignedFree((void*)Gate);
+            NativeMemory.AlignedFree((void*)Up);
         }
     }
 
@@ -125,7 +141,7 @@ internal static class LlamaCanonicalStream
     }
 
     private static void StreamLayer(Checkpoint ck, LayerStream stream, FillingExportWriter export, int l, LlamaFrame frame,
-        LlamaCanonicalPrecision precision, LlamaLayerReport lr, Func<string, string> key, DType stored, DType outType)
+        LlamaCanonicalPrecision precision, LlamaLayerReport lr, Func<string, string> key, DType stored, DType outType, MlpScratch scratch)
     {
         var t = ck.Traits;
         long d = t.Hidden, f = t.Inner;
@@ -137,11 +153,13 @@ internal static class LlamaCanonicalStream
         FiniteWeights.RequireLayer(ck, l, w);
         PhaseClock.Mark("finite check");
 
-        // MLP statistics (as LlamaCanonicalForm.FusedMlp computes them), the finite check folded in.
+        // MLP statistics (as LlamaCanonicalForm.FusedMlp computes them), the finite check folded in. The gate and up
+        // passes also leave their rows as they will be written before the unit order (gate rounded, up in float64).
         var cols = frame.ReaderColumns(w.Norm2.Gain)!.Value;
         var rows = frame.WriterRowMap(d)!.Value;
-        var (gSq, _, _) = LlamaStreamDispatch.RowStats(stored, ptr[0], f, d, cols.Index, cols.Scale, extremes: false);
-        var (uSq, uHi, uLo) = LlamaStreamDispatch.RowStats(stored, ptr[1], f, d, cols.Index, cols.Scale, extremes: true);
+        var colIndex = cols.Index.Select(x => (int)x).ToArray();
+        var (gSq, _, _) = LlamaStreamDispatch.RowPass(stored, outType, ptr[0], f, d, colIndex, cols.Scale, extremes: false, scratch.Gate, keepFloat64: false);
+        var (uSq, uHi, uLo) = LlamaStreamDispatch.RowPass(stored, outType, ptr[1], f, d, colIndex, cols.Scale, extremes: true, scratch.Up, keepFloat64: true);
         var dSq = LlamaStreamDispatch.ColumnStats(stored, ptr[2], d, f).SumSquares;
         if (!gSq.All(double.IsFinite)) RequireFinite(ck, stream, mlp[0]);
         if (!uSq.All(double.IsFinite)) RequireFinite(ck, stream, mlp[1]);
@@ -159,11 +177,12 @@ internal static class LlamaCanonicalStream
         };
         var named = ck.Architecture.FromView(l, cw).Where(p => Array.IndexOf(mlp, p.Name) < 0).Select(p => (key(p.Name), p.Tensor)).ToList();
         string gk = key(mlp[0]), uk = key(mlp[1]), dk = key(mlp[2]);
+        var unitIndex = plan.Index.Select(x => (int)x).ToArray();
         export.Stage(named, [(gk, [f, d]), (uk, [f, d]), (dk, [d, f])], slot =>
         {
-            LlamaStreamDispatch.GatherBoth(stored, outType, ptr[0], d, plan.Index, null, cols.Index, cols.Scale, slot(gk));
-            LlamaStreamDispatch.GatherBoth(stored, outType, ptr[1], d, plan.Index, plan.Scale, cols.Index, cols.Scale, slot(uk));
-            LlamaStreamDispatch.GatherBoth(stored, outType, ptr[2], f, rows.Index, rows.Sign, plan.Index, plan.InverseScale, slot(dk));
+            LlamaStreamKernels.PermuteRows(scratch.Gate, d * outType.Size(), plan.Index, slot(gk));
+            LlamaStreamDispatch.ScaleRows(outType, scratch.Up, d, plan.Index, plan.Scale, slot(uk));
+            LlamaStreamDispatch.GatherScale(stored, outType, ptr[2], f, rows.Index, rows.Sign, unitIndex, plan.InverseScale, slot(dk));
         });
         PhaseClock.Mark("stage (gathers + convert + queue write)");
     }
