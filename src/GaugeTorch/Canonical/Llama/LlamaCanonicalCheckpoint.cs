@@ -55,14 +55,22 @@ public static class LlamaCanonicalCheckpoint
         var buffers = ck.IgnoredBuffers.Select(ck.Store.Entry).ToList();
         specs.AddRange(buffers.Select(b => new TensorSpec(b.Name, b.DType, b.Shape)));
 
+        var tokens = o.Tokens is { Length: > 0 } given ? given.Take(t.MaxPositions).ToArray() : null;
+        report.Tokens = tokens?.Length ?? 0;
+        if (LlamaCanonicalStream.Applies(ck, outType, check: tokens is not null))
+        {
+            // Tied, no check forward: the big tensors go from the map to the staging buffer without float64 copies.
+            using var filling = FillingExportWriter.Create(ck, outDir, specs, metadata);
+            foreach (var b in buffers) filling.WriteBytes(b.Name, ck.Store.ReadBytes(b.Name));
+            LlamaCanonicalStream.Write(ck, filling, outType, precision, report, o.Progress);
+            return report;
+        }
         var stream = new LayerStream(ck);
         using var export = ExportWriter.Create(ck, outDir, specs, metadata);
         foreach (var b in buffers) export.WriteBytes(b.Name, ck.Store.ReadBytes(b.Name));
         int total = t.Layers + 1;
         // A tied embedding is only permuted and signed: F32, F16 and BF16 values are exact in float32, so it stays there.
         var embType = ck.StorageDType == DType.F64 || !t.Tied ? ScalarType.Float64 : ScalarType.Float32;
-        var tokens = o.Tokens is { Length: > 0 } given ? given.Take(t.MaxPositions).ToArray() : null;
-        report.Tokens = tokens?.Length ?? 0;
         CheckForward? check = null;
         Tensor? inHead = null, outHead = null;
         NormView? inNorm = null, outNorm = null;

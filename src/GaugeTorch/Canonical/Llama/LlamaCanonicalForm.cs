@@ -56,18 +56,31 @@ public static class LlamaCanonicalForm
 
     private static (GlobalView, LlamaFrame) TiedGlobals(GlobalView g, LlamaCanonicalPrecision p, LlamaFrameReport r)
     {
-        r.Kind = "signed-permutation";
         var e = g.Embed;
-        long v = e.shape[0], d = e.shape[1];
         // Column norms (float64 sums) and the largest positive and negative entry per column, in one pass over E in
         // its stored precision (2 GB in float64 on Llama-3.2-1B). The sign rule compares the two extremes; their gap is its margin.
-        var (sq, hi, lo) = LlamaKernels.ColumnStats(e);
+        var frame = TiedFrame(LlamaKernels.ColumnStats(e), g.FinalNorm.Gain.to_type(ScalarType.Float64).data<double>().ToArray(), p, r);
+        var canon = new GlobalView
+        {
+            Embed = frame.Writer(e),
+            FinalNorm = new NormView { Gain = frame.Gain(g.FinalNorm.Gain) },
+        };
+        return (canon.MoveToOuterDisposeScope(), frame);
+    }
+
+    /// <summary>
+    /// Step 2 for a tied head: the signed permutation from the embedding's column statistics (Σ x², max, min per
+    /// column, float64) and the final gain g_f.
+    /// </summary>
+    internal static LlamaFrame TiedFrame((double[] SumSquares, double[] Max, double[] Min) stats, double[] gain, LlamaCanonicalPrecision p, LlamaFrameReport r)
+    {
+        r.Kind = "signed-permutation";
+        var (sq, hi, lo) = stats;
         var maxPos = hi.Select(x => Math.Max(x, 0)).ToArray();
         var maxNeg = lo.Select(x => Math.Max(-x, 0)).ToArray();
         var best = maxPos.Zip(maxNeg, Math.Max).ToArray();
         var bestSign = maxPos.Zip(maxNeg, (a, b) => a >= b ? 1.0 : -1.0).ToArray();
         var second = maxPos.Zip(maxNeg, Math.Min).ToArray();
-        var gain = g.FinalNorm.Gain.to_type(ScalarType.Float64).data<double>().ToArray();
         var norms = sq.Select(Math.Sqrt).ToArray();
         var order = SortDescending(gain.Select(Math.Abs).ToArray(), norms, p, out int ties, out int unbroken, signedPrimary: gain);
         r.GainTies = ties;
@@ -78,12 +91,7 @@ public static class LlamaCanonicalForm
         var frame = LlamaFrame.SignedPermutation(perm, signsOut);
         r.Identity = frame.IsIdentity;
         r.Kept = frame.IsIdentity;
-        var canon = new GlobalView
-        {
-            Embed = frame.Writer(e),
-            FinalNorm = new NormView { Gain = frame.Gain(g.FinalNorm.Gain) },
-        };
-        return (canon.MoveToOuterDisposeScope(), frame);
+        return frame;
     }
 
     private static (GlobalView, LlamaFrame) UntiedGlobals(GlobalView g, LlamaCanonicalPrecision p, LlamaFrameReport r)
@@ -248,25 +256,94 @@ public static class LlamaCanonicalForm
     private static LayerView LayerCore(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r)
     {
         using var scope = NewDisposeScope();
-        int nh = t.QueryHeads, ng = t.KvHeads, k = t.GroupSize, hd = t.HeadDim, half = hd / 2;
         long d = t.Hidden;
+        var attn = Attention(w, t, frame, p, r);
 
-        // 1. Fold the gains (norm-gain), then 2. the residual frame.
         // The MLP works with its units as rows (gate and up [F, d], down [d, F] as nn.Linear stores them), so that the
         // fold, scales and the unit permutation run over contiguous rows and the result maps back without a copy.
         PhaseClock.Start();
-        var q = frame.Reader(w.Q, w.Norm1.Gain);
-        var kk = frame.Reader(w.K, w.Norm1.Gain);
-        var v = frame.Reader(w.V, w.Norm1.Gain);
         // A signed-permutation frame (tied) folds, permutes, scales and orders the MLP in one gather per matrix (step 6).
         var mlpMap = frame.ReaderColumns(w.Norm2.Gain);
         var gateU = mlpMap is null ? frame.ReaderRows(w.Gate!.t(), w.Norm2.Gain) : null;      // [F, d]
         var upU = mlpMap is null ? frame.ReaderRows(w.Up.t(), w.Norm2.Gain) : null;           // [F, d]
-        var o = frame.Writer(w.O);
         var downS = mlpMap is null ? frame.WriterRows(w.Down.t()) : null;                     // [d, F]
+        var db = w.DownBias is null ? null : frame.Writer(w.DownBias);
+        PhaseClock.Mark("layer: fold + frame");
+
+        // 6. SwiGLU unit scale and sign.
+        Tensor? gt = null, ut = null, unitScale = null, gateOut = null, upOut = null, downOut = null, gbOut = null, ubOut = null;
+        double[] balancedNorm = [];
+        int[]? unitOrder = null;
+        if (mlpMap is { } map)
+            (gateOut, gbOut, upOut, ubOut, downOut, unitOrder) = FusedMlp(w, map, frame.WriterRowMap(d)!.Value, p, r);
+        else
+        {
+            gt = w.GateBias is null ? gateU! : cat([gateU!, w.GateBias.unsqueeze(1)], 1);     // [F, d(+1)]
+            ut = w.UpBias is null ? upU! : cat([upU!, w.UpBias.unsqueeze(1)], 1);            // [F, d(+1)]
+            (unitScale, balancedNorm) = BalanceMlp(ut, downS!, p, r);
+        }
+        PhaseClock.Mark("layer: mlp");
+
+        // 7. Unit order.
+        if (unitOrder is null)
+        {
+            unitOrder = SortDescending(Norms(gt!), balancedNorm, p, out int uties, out _);
+            r.NearTiedUnits = uties;
+        }
+        // The unit scale of step 6 applied with the permutation (one pass over up and down each).
+        if (gateOut is null)
+        {
+            var unitIndex = unitOrder.Select(i => (long)i).ToArray();
+            var sc = unitScale!.data<double>().ToArray();
+            var scaleSorted = unitOrder.Select(i => sc[i]).ToArray();
+            gt = LlamaKernels.GatherRows(gt!, unitIndex);
+            ut = LlamaKernels.GatherRows(ut!, unitIndex, scaleSorted);
+            downOut = LlamaKernels.GatherColumns(downS!, unitIndex, scaleSorted.Select(x => 1 / x).ToArray());
+            gateOut = gt.narrow(1, 0, d);
+            upOut = ut.narrow(1, 0, d);
+            gbOut = w.GateBias is null ? null : gt.select(1, d).contiguous();
+            ubOut = w.UpBias is null ? null : ut.select(1, d).contiguous();
+        }
+        PhaseClock.Mark("layer: order mlp");
+
+        var result = new LayerView
+        {
+            Norm1 = attn.Norm1,
+            Q = attn.Q, QBias = attn.QBias,
+            K = attn.K, KBias = attn.KBias,
+            V = attn.V, VBias = attn.VBias,
+            O = attn.O, OBias = attn.OBias,
+            Norm2 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
+            // Views of the unit-major results (the adapter's [out, in] layout): no copy on the way out.
+            Gate = gateOut.t(), GateBias = gbOut,
+            Up = upOut!.t(), UpBias = ubOut,
+            Down = downOut!.t(), DownBias = db?.contiguous(),
+        };
+        PhaseClock.Mark("layer: assemble");
+
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The attention half of a canonical layer (norm1 and q, k, v, o with their biases), in the view's layouts.</summary>
+    internal sealed record AttentionPart(NormView Norm1, Tensor Q, Tensor? QBias, Tensor K, Tensor? KBias, Tensor V, Tensor? VBias, Tensor O, Tensor? OBias);
+
+    /// <summary>
+    /// Steps 1 and 3–5 and the head and group orders of step 7 on the attention half of a float64 layer, in
+    /// <paramref name="frame"/> (the MLP half of <paramref name="w"/> is not read). The tensors belong to the caller's dispose scope.
+    /// </summary>
+    internal static AttentionPart Attention(LayerView w, ModelTraits t, LlamaFrame frame, LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
+        int nh = t.QueryHeads, ng = t.KvHeads, k = t.GroupSize, hd = t.HeadDim, half = hd / 2;
+        long d = t.Hidden;
+
+        // 1. Fold the gains (norm-gain), then 2. the residual frame.
+        PhaseClock.Start();
+        var q = frame.Reader(w.Q, w.Norm1.Gain);
+        var kk = frame.Reader(w.K, w.Norm1.Gain);
+        var v = frame.Reader(w.V, w.Norm1.Gain);
+        var o = frame.Writer(w.O);
         PhaseClock.Mark("layer: fold + frame");
         var ob = w.OBias is null ? null : frame.Writer(w.OBias);
-        var db = w.DownBias is null ? null : frame.Writer(w.DownBias);
         var qb = w.QBias;
         var kb = w.KBias;
         var vb = w.VBias;
@@ -293,20 +370,6 @@ public static class LlamaCanonicalForm
         (vt, ostack, var voS) = BalanceVo(vt, ostack, p, r);
         PhaseClock.Mark("layer: vo");
 
-        // 6. SwiGLU unit scale and sign.
-        Tensor? gt = null, ut = null, unitScale = null, gateOut = null, upOut = null, downOut = null, gbOut = null, ubOut = null;
-        double[] balancedNorm = [];
-        int[]? unitOrder = null;
-        if (mlpMap is { } map)
-            (gateOut, gbOut, upOut, ubOut, downOut, unitOrder) = FusedMlp(w, map, frame.WriterRowMap(d)!.Value, p, r);
-        else
-        {
-            gt = w.GateBias is null ? gateU! : cat([gateU!, w.GateBias.unsqueeze(1)], 1);     // [F, d(+1)]
-            ut = w.UpBias is null ? upU! : cat([upU!, w.UpBias.unsqueeze(1)], 1);            // [F, d(+1)]
-            (unitScale, balancedNorm) = BalanceMlp(ut, downS!, p, r);
-        }
-        PhaseClock.Mark("layer: mlp");
-
         // 7. Orders.
         var qn = Norms(qt.reshape(nh, -1));
         var oc = ostack.reshape(ng * k, d, hd).transpose(1, 2);                              // [H, hd, d], canonical factors
@@ -322,11 +385,6 @@ public static class LlamaCanonicalForm
             r.NearTiedHeads += hties;
             for (int m = 0; m < k; m++) headOrder[pos * k + m] = ids[within[m]];
         }
-        if (unitOrder is null)
-        {
-            unitOrder = SortDescending(Norms(gt!), balancedNorm, p, out int uties, out _);
-            r.NearTiedUnits = uties;
-        }
         r.GroupOrder = groupOrder;
         r.HeadOrder = headOrder;
         r.VoSingularValues = groupOrder.Select(i => voS[i]).ToArray();
@@ -338,40 +396,15 @@ public static class LlamaCanonicalForm
         oc = oc.index_select(0, hp);
         kt = kt.index_select(0, gp);
         vt = vt.index_select(0, gp);
-        // The unit scale of step 6 applied with the permutation (one pass over up and down each).
-        if (gateOut is null)
-        {
-            var unitIndex = unitOrder.Select(i => (long)i).ToArray();
-            var sc = unitScale!.data<double>().ToArray();
-            var scaleSorted = unitOrder.Select(i => sc[i]).ToArray();
-            gt = LlamaKernels.GatherRows(gt!, unitIndex);
-            ut = LlamaKernels.GatherRows(ut!, unitIndex, scaleSorted);
-            downOut = LlamaKernels.GatherColumns(downS!, unitIndex, scaleSorted.Select(x => 1 / x).ToArray());
-            gateOut = gt.narrow(1, 0, d);
-            upOut = ut.narrow(1, 0, d);
-            gbOut = w.GateBias is null ? null : gt.select(1, d).contiguous();
-            ubOut = w.UpBias is null ? null : ut.select(1, d).contiguous();
-        }
-        PhaseClock.Mark("layer: order mlp");
-        PhaseClock.Mark("layer: order");
-
-        var result = new LayerView
-        {
-            Norm1 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
-            Q = qt.narrow(1, 0, d).contiguous(), QBias = qb is null ? null : qt.select(1, d).contiguous(),
-            K = kt.narrow(1, 0, d).contiguous(), KBias = kb is null ? null : kt.select(1, d).contiguous(),
-            V = vt.narrow(1, 0, d).contiguous(),
-            VBias = vb is null ? null : vbFolded ? zeros(ng, hd, dtype: ScalarType.Float64) : vt.select(1, d).contiguous(),
-            O = oc.contiguous(), OBias = ob?.contiguous(),
-            Norm2 = new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
-            // Views of the unit-major results (the adapter's [out, in] layout): no copy on the way out.
-            Gate = gateOut.t(), GateBias = gbOut,
-            Up = upOut!.t(), UpBias = ubOut,
-            Down = downOut!.t(), DownBias = db?.contiguous(),
-        };
-        PhaseClock.Mark("layer: assemble");
-
-        return result.MoveToOuterDisposeScope();
+        var part = new AttentionPart(
+            new NormView { Gain = ones(d, dtype: ScalarType.Float64) },
+            qt.narrow(1, 0, d).contiguous(), qb is null ? null : qt.select(1, d).contiguous(),
+            kt.narrow(1, 0, d).contiguous(), kb is null ? null : kt.select(1, d).contiguous(),
+            vt.narrow(1, 0, d).contiguous(),
+            vb is null ? null : vbFolded ? zeros(ng, hd, dtype: ScalarType.Float64) : vt.select(1, d).contiguous(),
+            oc.contiguous(), ob?.contiguous());
+        PhaseClock.Mark("layer: order attention");
+        return part;
     }
 
     /// <summary>Step 4 on qt [H, n, hd], kt [G, n', hd]: per group and plane the commutant element z.</summary>
@@ -463,6 +496,26 @@ public static class LlamaCanonicalForm
         var dSq = LlamaKernels.ColumnStats(downS).SumSquares;
         var gb = w.GateBias?.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
         var ub = w.UpBias?.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var plan = PlanMlp(gSq, uSq, uHi, uLo, dSq, gb, ub, p, r);
+        var (order, idx, sorted) = (plan.Order, plan.Index, plan.Scale);
+        var gate = LlamaKernels.GatherBoth(gateS, idx, null, cols.Index, cols.Scale);
+        var up = LlamaKernels.GatherBoth(upS, idx, sorted, cols.Index, cols.Scale);
+        var down = LlamaKernels.GatherBoth(downS, rows.Index, rows.Sign, idx, plan.InverseScale);
+        Tensor? gateBias = gb is null ? null : tensor(order.Select(i => gb[i]).ToArray(), ScalarType.Float64);
+        Tensor? upBias = ub is null ? null : tensor(order.Select((i, k) => ub[i] * sorted[k]).ToArray(), ScalarType.Float64);
+        return (gate, gateBias, up, upBias, down, order);
+    }
+
+    /// <summary>
+    /// Step 6 and the unit order of a signed-permutation frame's MLP: the unit order, its indices, the signed unit
+    /// scale in that order and its inverse (the down columns'), from the unit statistics (Σ over each gate and up row
+    /// as it will be written, that up row's extremes, Σ over each down column; biases separately).
+    /// </summary>
+    internal sealed record MlpPlan(int[] Order, long[] Index, double[] Scale, double[] InverseScale);
+
+    internal static MlpPlan PlanMlp(double[] gSq, double[] uSq, double[] uHi, double[] uLo, double[] dSq, double[]? gb, double[]? ub,
+        LlamaCanonicalPrecision p, LlamaLayerReport r)
+    {
         int f = gSq.Length;
         var gNorm = new double[f];
         var scale = new double[f];
@@ -487,12 +540,7 @@ public static class LlamaCanonicalForm
         r.NearTiedUnits = ties;
         var idx = order.Select(i => (long)i).ToArray();
         var sorted = order.Select(i => scale[i]).ToArray();
-        var gate = LlamaKernels.GatherBoth(gateS, idx, null, cols.Index, cols.Scale);
-        var up = LlamaKernels.GatherBoth(upS, idx, sorted, cols.Index, cols.Scale);
-        var down = LlamaKernels.GatherBoth(downS, rows.Index, rows.Sign, idx, sorted.Select(x => 1 / x).ToArray());
-        Tensor? gateBias = gb is null ? null : tensor(order.Select(i => gb[i]).ToArray(), ScalarType.Float64);
-        Tensor? upBias = ub is null ? null : tensor(order.Select((i, k) => ub[i] * sorted[k]).ToArray(), ScalarType.Float64);
-        return (gate, gateBias, up, upBias, down, order);
+        return new MlpPlan(order, idx, sorted, sorted.Select(x => 1 / x).ToArray());
     }
 
     /// <summary>Cholesky factor of a well-conditioned Gram matrix as the square root of A [b, m, r]: accepted when its diagonal spans at most 10³.</summary>
