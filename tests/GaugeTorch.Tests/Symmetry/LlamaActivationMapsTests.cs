@@ -42,3 +42,40 @@ public class LlamaActivationMapsTests
         Assert.True(moved > 1e-3, $"{control} on {variant}: the transformed block equals the stored one ({moved:E2})");
     }
 }
+
+/// <summary>
+/// The plane-by-plane rotary maps (<see cref="RopePlaneAction"/>, issue 12 item 5) equal the block-matrix products of
+/// <see cref="QkAction"/> on a stored [out, in] view, on a contiguous copy of it, and on a float32 view.
+/// </summary>
+public class RopePlaneActionTests
+{
+    [Theory]
+    [InlineData("gqa")]
+    [InlineData("qwen2")]
+    [InlineData("mha")]
+    public void PlanesEqualTheBlockMatrices(string variant)
+    {
+        using var _ = no_grad();
+        using var ck = Checkpoint.Open(LlamaFixtures.Get(variant));
+        var t = ck.Traits;
+        using var stored = new LayerStream(ck).Read(0, ScalarType.Float64);
+        using var scope = NewDisposeScope();
+        foreach (var family in new SymmetryFamily[] { QkRope.Instance, NonCommutingRope.Instance, MismatchedQkRope.Instance })
+        {
+            using var e = new GroupElement([family], 9, 0, t);
+            var planes = Assert.IsType<RopePlaneAction>(e.SampleLayer(0, stored).Actions[0]);
+            var blocks = new QkAction(planes.Name, planes.A, planes.B);
+            foreach (var view in new[] { stored, stored.Map(x => x.contiguous()), stored.To(ScalarType.Float32).Map(x => x.to_type(ScalarType.Float64)) })
+            {
+                var a = new LayerTransform([planes]).Apply(view, t);
+                var b = new LayerTransform([blocks]).Apply(view, t);
+                foreach (var ((role, x), (_, y)) in a.Named().Zip(b.Named()))
+                {
+                    double rel = (x - y).abs().max().item<double>() / Math.Max(1e-300, y.abs().max().item<double>());
+                    Assert.True(rel < 1e-14, $"{family.Name} on {variant}: {role} differs by {rel:E2}");
+                }
+                Assert.True(FamilyTests.RelChange(a.Q, view.Q) > 1e-3, $"{family.Name}: q did not move");
+            }
+        }
+    }
+}

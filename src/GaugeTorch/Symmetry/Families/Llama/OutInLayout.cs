@@ -55,32 +55,53 @@ public static unsafe class OutInLayout
         var dst = empty(m2, n2, ScalarType.Float64);
         double* src = (double*)NativeTensorAccess.DataPointer(s);
         double* d = (double*)NativeTensorAccess.DataPointer(dst);
-        Split(m2, (a, b) =>
+        // Pinned for the loops: indexing the managed arrays bounds-checked every element.
+        var hr = ri is null ? default : System.Runtime.InteropServices.GCHandle.Alloc(ri, System.Runtime.InteropServices.GCHandleType.Pinned);
+        var hc = ci is null ? default : System.Runtime.InteropServices.GCHandle.Alloc(ci, System.Runtime.InteropServices.GCHandleType.Pinned);
+        var hs = cs is null ? default : System.Runtime.InteropServices.GCHandle.Alloc(cs, System.Runtime.InteropServices.GCHandleType.Pinned);
+        try
         {
-            for (long i = a; i < b; i++)
-            {
-                double* row = src + (ri is null ? i : ri[i]) * n;
-                double* o = d + i * n2;
-                double f = rs is null ? 1.0 : rs[i];
-                if (ci is null)
-                {
-                    if (cs is null)
-                    {
-                        if (f == 1.0) Buffer.MemoryCopy(row, o, n2 * sizeof(double), n2 * sizeof(double));
-                        else for (long j = 0; j < n2; j++) o[j] = row[j] * f;
-                    }
-                    else for (long j = 0; j < n2; j++) o[j] = row[j] * cs[j] * f;
-                }
-                else if (cs is null)
-                {
-                    if (f == 1.0) for (long j = 0; j < n2; j++) o[j] = row[ci[j]];
-                    else for (long j = 0; j < n2; j++) o[j] = row[ci[j]] * f;
-                }
-                else for (long j = 0; j < n2; j++) o[j] = row[ci[j]] * cs[j] * f;
-            }
-        });
+            long* rip = ri is null ? null : (long*)hr.AddrOfPinnedObject();
+            long* cip = ci is null ? null : (long*)hc.AddrOfPinnedObject();
+            double* csp = cs is null ? null : (double*)hs.AddrOfPinnedObject();
+            // The loop's pointers as arguments of a static function: captured in a closure they were re-read from
+            // the heap on every element (the stores through o may alias them as far as the JIT knows): 5 ns per
+            // gathered element instead of about 1.
+            Split(m2, (a, b) => Rows(src, d, n, n2, rip, rs, cip, csp, a, b));
+        }
+        finally
+        {
+            if (hr.IsAllocated) hr.Free();
+            if (hc.IsAllocated) hc.Free();
+            if (hs.IsAllocated) hs.Free();
+        }
         GC.KeepAlive(s);
         return dst;
+    }
+
+    private static void Rows(double* src, double* d, long n, long n2, long* rip, double[]? rs, long* cip, double* csp, long a, long b)
+    {
+        for (long i = a; i < b; i++)
+        {
+            double* row = src + (rip is null ? i : rip[i]) * n;
+            double* o = d + i * n2;
+            double f = rs is null ? 1.0 : rs[i];
+            if (cip is null)
+            {
+                if (csp is null)
+                {
+                    if (f == 1.0) Buffer.MemoryCopy(row, o, n2 * sizeof(double), n2 * sizeof(double));
+                    else for (long j = 0; j < n2; j++) o[j] = row[j] * f;
+                }
+                else for (long j = 0; j < n2; j++) o[j] = row[j] * csp[j] * f;
+            }
+            else if (csp is null)
+            {
+                if (f == 1.0) for (long j = 0; j < n2; j++) o[j] = row[cip[j]];
+                else for (long j = 0; j < n2; j++) o[j] = row[cip[j]] * f;
+            }
+            else for (long j = 0; j < n2; j++) o[j] = row[cip[j]] * csp[j] * f;
+        }
     }
 
     /// <summary>
