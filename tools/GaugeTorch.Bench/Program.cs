@@ -17,6 +17,8 @@ using TorchSharp;
 //                                  token by position, VmHWM before and after; then PAIRS (20) interleaved single steps
 //                                  at the second and at the last position
 //   steps MODEL DTYPE PAIRS        only the interleaved steps
+//   gauge-groups MODEL T PER       issue 12 item 5: verify-invariance's gauge and forward seconds group by group, each
+//                                  group's PER elements alone through the evaluator (GaugeGroups.cs)
 //   block MODEL T REPS             issue 12, item 1: verify-invariance's float64 work on one layer, per family and for
 //                                  all together: sampling + transforming the layer (gauge) against the transformed
 //                                  block's forward on T tokens; and the forward's matmul rate against plain float64
@@ -38,6 +40,7 @@ try
         "generate" when args.Length is 4 or 5 => Generate(args[1], Dtype(args[2]), int.Parse(args[3]), args.Length == 5 ? int.Parse(args[4]) : 20, full: true),
         "steps" when args.Length == 4 => Generate(args[1], Dtype(args[2]), 1, int.Parse(args[3]), full: false),
         "block" when args.Length == 4 => BlockProbe.Run(args[1], int.Parse(args[2]), int.Parse(args[3])),
+        "gauge-groups" when args.Length == 4 => GaugeGroups.Run(args[1], int.Parse(args[2]), int.Parse(args[3])),
         _ => Usage(),
     };
 }

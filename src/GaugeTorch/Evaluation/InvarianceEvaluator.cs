@@ -58,6 +58,9 @@ public static class InvarianceEvaluator
     /// </summary>
     private static Tensor ForCompute(string role, Tensor x, ScalarType dtype)
     {
+        // LLaMA-family [out, in] views (transposed nn.Linear storage) are read by the forward in place; a cast keeps
+        // their strides. Copying them into [in, out] cost a transpose per moved matrix and case (issue 12 item 5).
+        if (OutInLayout.IsStored(role, x)) return x.to_type(dtype);
         if (role is not ("q" or "k" or "v")) return x.to_type(dtype).contiguous();
         var flat = empty([x.shape[1], x.shape[0], x.shape[2]], dtype);
         flat.copy_(x.permute(1, 0, 2));

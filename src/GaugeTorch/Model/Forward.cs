@@ -124,9 +124,10 @@ public static class Forward
             return m.MoveToOuterDisposeScope();
         }
         Tensor In(Tensor h) => maps.Reader is { } r ? r(h) : h;
+        Tensor In2(Tensor h) => (maps.Reader2 ?? maps.Reader) is { } r ? r(h) : h;
         Tensor Out(Tensor y) => maps.Writer is { } f ? f(y) : y;
         var a2 = x + Out(Attention(In(Norm(x, w.Norm1, t)), w, t, rope, maps));
-        var m2 = a2 + Out(Mlp(In(Norm(a2, w.Norm2, t)), w, t));
+        var m2 = a2 + Out(Mlp(In2(Norm(a2, w.Norm2, t)), w, t));
         return m2.MoveToOuterDisposeScope();
     }
 
@@ -169,6 +170,8 @@ public static class Forward
 public sealed record BlockMaps
 {
     public Func<Tensor, Tensor>? Reader { get; init; }
+    /// <summary>The second norm's readers' map (up, gate) when it differs from the first's; null: <see cref="Reader"/>.</summary>
+    public Func<Tensor, Tensor>? Reader2 { get; init; }
     public Func<Tensor, Tensor>? Writer { get; init; }
     public Func<Tensor, Tensor>? Values { get; init; }
     public Func<Tensor, Tensor>? Mixed { get; init; }
@@ -177,6 +180,7 @@ public sealed record BlockMaps
     public BlockMaps Wrapped(Func<Func<Tensor, Tensor>, Func<Tensor, Tensor>> wrap) => new()
     {
         Reader = Reader is null ? null : wrap(Reader),
+        Reader2 = Reader2 is null ? null : wrap(Reader2),
         Writer = Writer is null ? null : wrap(Writer),
         Values = Values is null ? null : wrap(Values),
         Mixed = Mixed is null ? null : wrap(Mixed),

@@ -152,7 +152,7 @@ public class LlamaFamilyTests(ITestOutputHelper output)
         double Conformality(SymmetryFamily f)
         {
             using var e = new GroupElement([f], 1, 0, ck.Traits);
-            var a = ((QkAction)e.SampleLayer(0, w).Actions[0]).A;                    // [G, hd, hd]
+            var a = ((RopePlaneAction)e.SampleLayer(0, w).Actions[0]).A;             // [G, hd, hd]
             long h = ck.Traits.HeadDim / 2;
             var tl = a[.., ..(int)h, ..(int)h]; var tr = a[.., ..(int)h, (int)h..];
             var bl = a[.., (int)h.., ..(int)h]; var br = a[.., (int)h.., (int)h..];

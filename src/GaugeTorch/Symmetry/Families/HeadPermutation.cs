@@ -54,13 +54,14 @@ public sealed class HeadPermutationAction(long[] sigma, bool wholeHeads) : ILaye
     public void Apply(LayerView w, ModelTraits t)
     {
         var idx = tensor(Sigma);
-        w.Q = w.Q.index_select(0, idx);
+        // Whole head blocks (OutInLayout: LLaMA's [out, in] views stay views of gathered storage rows; same values).
+        w.Q = OutInLayout.ReaderHeads(w.Q, Sigma, null, null);
         if (w.QBias is not null) w.QBias = w.QBias.index_select(0, idx);
-        w.O = w.O.index_select(0, idx);
+        w.O = OutInLayout.WriterHeads(w.O, Sigma, null, null);
         if (!WholeHeads) return;
-        w.K = w.K.index_select(0, idx);
+        w.K = OutInLayout.ReaderHeads(w.K, Sigma, null, null);
         if (w.KBias is not null) w.KBias = w.KBias.index_select(0, idx);
-        w.V = w.V.index_select(0, idx);
+        w.V = OutInLayout.ReaderHeads(w.V, Sigma, null, null);
         if (w.VBias is not null) w.VBias = w.VBias.index_select(0, idx);
     }
 

@@ -45,13 +45,14 @@ public sealed class GroupPermutationAction(long[] rho) : ILayerAction
             for (int j = 0; j < k; j++) sigma[r * k + j] = Rho[r] * k + j;
         var g = tensor(Rho);
         var h = tensor(sigma);
-        w.K = w.K.index_select(0, g);
+        // Whole head blocks of the [out, in] storage (OutInLayout), the same values as index_select.
+        w.K = OutInLayout.ReaderHeads(w.K, Rho, null, null);
         if (w.KBias is not null) w.KBias = w.KBias.index_select(0, g);
-        w.V = w.V.index_select(0, g);
+        w.V = OutInLayout.ReaderHeads(w.V, Rho, null, null);
         if (w.VBias is not null) w.VBias = w.VBias.index_select(0, g);
-        w.Q = w.Q.index_select(0, h);
+        w.Q = OutInLayout.ReaderHeads(w.Q, sigma, null, null);
         if (w.QBias is not null) w.QBias = w.QBias.index_select(0, h);
-        w.O = w.O.index_select(0, h);
+        w.O = OutInLayout.WriterHeads(w.O, sigma, null, null);
     }
 
     public ILayerAction Inverse() => new GroupPermutationAction(Permutations.Inverse(Rho));

@@ -33,7 +33,7 @@ public sealed class QkRope : SymmetryFamily
         using var scope = NewDisposeScope();
         var (re, im) = RopePlanes.RandomScalars(t.KvHeads, t.HeadDim / 2, key.For(l, Name));
         var r2 = re.square() + im.square();
-        return new QkAction(Name, RopePlanes.Matrix(re, im).MoveToOuterDisposeScope(), RopePlanes.Matrix(re / r2, im / r2).MoveToOuterDisposeScope());
+        return new RopePlaneAction(Name, RopePlaneAction.Complex(re, im).MoveToOuterDisposeScope(), RopePlaneAction.Complex(re / r2, im / r2).MoveToOuterDisposeScope());
     });
 
     public override FamilyGenerator RandomGenerator(SampleKey key, ModelTraits t)
@@ -104,5 +104,97 @@ internal static class RopePlanes
         var mag = ((rand([groups, planes], ScalarType.Float64, generator: g) * 2 - 1) * Math.Log(2.0)).exp();
         var phase = rand([groups, planes], ScalarType.Float64, generator: g) * (2 * Math.PI);
         return ((mag * phase.cos()).MoveToOuterDisposeScope(), (mag * phase.sin()).MoveToOuterDisposeScope());
+    }
+}
+
+/// <summary>
+/// The rotary-plane maps of the LLaMA family's query–key families and controls: per KV group r and plane j a real
+/// 2×2 map m acting on a query or key row's plane (x_j, x_{j+hd/2}) as (x_j, x_{j+hd/2})·m; the group's query heads
+/// get <see cref="QueryPlanes"/>, its key head <see cref="KeyPlanes"/>. The same transformation as
+/// <see cref="QkAction"/> with the block matrices <see cref="A"/> and <see cref="B"/> (<see cref="RopePlanes.General"/>),
+/// applied plane by plane: four multiplications per weight in one pass over the q_proj / k_proj storage, instead of a
+/// batched [d, hd]·[hd, hd] product per head that is mostly zeros (issue 12 item 5; docs/benchmarks.md).
+/// </summary>
+public sealed class RopePlaneAction(string name, Tensor queryPlanes, Tensor keyPlanes) : ILayerAction
+{
+    /// <summary>[G, hd/2, 2, 2] on the query side.</summary>
+    public Tensor QueryPlanes { get; } = queryPlanes;
+    /// <summary>[G, hd/2, 2, 2] on the key side.</summary>
+    public Tensor KeyPlanes { get; } = keyPlanes;
+    public string Name { get; } = name;
+
+    /// <summary>The query side as [G, hd, hd] block matrices (x·A), as <see cref="QkAction.A"/> holds them.</summary>
+    public Tensor A => RopePlanes.General(QueryPlanes);
+    /// <summary>The key side as [G, hd, hd] block matrices.</summary>
+    public Tensor B => RopePlanes.General(KeyPlanes);
+
+    /// <summary>The maps of complex scalars z = re + i·im per (group, plane): m = [[re, im], [−im, re]].</summary>
+    public static Tensor Complex(Tensor re, Tensor im) => stack([stack([re, im], -1), stack([-im, re], -1)], -2);
+
+    public void Apply(LayerView w, ModelTraits t)
+    {
+        w.Q = Planes(w.Q, QueryPlanes, t.GroupSize);
+        if (w.QBias is not null) w.QBias = matmul(w.QBias.unsqueeze(1), ViewOps.PerQueryHead(A, t)).squeeze(1);
+        w.K = Planes(w.K, KeyPlanes, 1);
+        if (w.KBias is not null) w.KBias = matmul(w.KBias.unsqueeze(1), B).squeeze(1);
+    }
+
+    public ILayerAction Inverse() => new RopePlaneAction(Name, linalg.inv(QueryPlanes), linalg.inv(KeyPlanes));
+
+    /// <summary>x [n, d, hd] with head i's planes mapped by m[i / per]; in x's layout when it is [out, in] or contiguous.</summary>
+    private static unsafe Tensor Planes(Tensor x, Tensor m, int per)
+    {
+        long n = x.shape[0], d = x.shape[1], hd = x.shape[2], h = hd / 2;
+        bool stored = x.dtype == ScalarType.Float64 && OutInLayout.IsStored("q", x);
+        if (!stored && !(x.dtype == ScalarType.Float64 && x.is_contiguous()))
+        {
+            using var scope = NewDisposeScope();
+            var blocks = RopePlanes.General(m).to_type(x.dtype);
+            if (per > 1) blocks = blocks.repeat_interleave(per, 0);
+            return matmul(x, blocks).MoveToOuterDisposeScope();
+        }
+        double[] c;
+        using (var mc = m.to_type(ScalarType.Float64).contiguous())
+        using (var acc = mc.data<double>()) c = acc.ToArray();       // [G, h, 2, 2]
+        using var src = stored ? x.permute(0, 2, 1) : x.alias();     // stored: [n, hd, d] rows; else [n, d, hd]
+        var dst = empty(src.shape, ScalarType.Float64);
+        double* s = (double*)SafeTensors.NativeTensorAccess.DataPointer(src);
+        double* o = (double*)SafeTensors.NativeTensorAccess.DataPointer(dst);
+        void Heads(long a, long b)
+        {
+            for (long i = a; i < b; i++)
+            {
+                long g = i / per;
+                for (long j = 0; j < h; j++)
+                {
+                    long k = (g * h + j) * 4;
+                    double m00 = c[k], m01 = c[k + 1], m10 = c[k + 2], m11 = c[k + 3];
+                    if (stored) PlaneRows(s + (i * hd + j) * d, s + (i * hd + j + h) * d, o + (i * hd + j) * d, o + (i * hd + j + h) * d, d, m00, m01, m10, m11);
+                    else for (long r = 0; r < d; r++)
+                    {
+                        double* row = s + (i * d + r) * hd;
+                        double* orow = o + (i * d + r) * hd;
+                        double xa = row[j], xb = row[j + h];
+                        orow[j] = xa * m00 + xb * m10;
+                        orow[j + h] = xa * m01 + xb * m11;
+                    }
+                }
+            }
+        }
+        if (n >= 2 && Environment.ProcessorCount >= 2) Parallel.Invoke(() => Heads(0, n / 2), () => Heads(n / 2, n));
+        else Heads(0, n);
+        GC.KeepAlive(src);
+        if (!stored) return dst;
+        using (dst) return dst.permute(0, 2, 1);
+    }
+
+    private static unsafe void PlaneRows(double* a, double* b, double* oa, double* ob, long d, double m00, double m01, double m10, double m11)
+    {
+        for (long r = 0; r < d; r++)
+        {
+            double xa = a[r], xb = b[r];
+            oa[r] = xa * m00 + xb * m10;
+            ob[r] = xa * m01 + xb * m11;
+        }
     }
 }

@@ -56,16 +56,20 @@ public sealed class ResidualSignedPermutationAction(Tensor index, Tensor signs) 
     public void Apply(LayerView w, ModelTraits t)
     {
         if (w.Norm1.Bias is not null || w.Norm2.Bias is not null) throw new ArgumentException("residual-signed-perm needs bias-free RMSNorms");
-        var rows = Signs.view(1, -1, 1);
+        // One gather per matrix on the [out, in] storage (OutInLayout): the same values as index_select·signs.
+        long[] pi;
+        double[] s;
+        using (var ia = Index.data<long>()) pi = ia.ToArray();
+        using (var sa = Signs.data<double>()) s = sa.ToArray();
         w.Norm1 = Permuted(w.Norm1, Index);
-        w.Q = w.Q.index_select(1, Index) * rows;                                 // readers: W → D·Pᵀ·W (input rows)
-        w.K = w.K.index_select(1, Index) * rows;
-        w.V = w.V.index_select(1, Index) * rows;
-        w.O = w.O.index_select(2, Index) * Signs;                                // writers: W → W·P·D (output columns)
+        w.Q = OutInLayout.ReaderHeads(w.Q, null, pi, s);                         // readers: W → D·Pᵀ·W (input rows)
+        w.K = OutInLayout.ReaderHeads(w.K, null, pi, s);
+        w.V = OutInLayout.ReaderHeads(w.V, null, pi, s);
+        w.O = OutInLayout.WriterHeads(w.O, null, pi, s);                         // writers: W → W·P·D (output columns)
         if (w.OBias is not null) w.OBias = w.OBias.index_select(0, Index) * Signs;
         w.Norm2 = Permuted(w.Norm2, Index);
-        ViewOps.MapReaders2(w, m => m.index_select(0, Index) * Signs.unsqueeze(1));
-        w.Down = w.Down.index_select(1, Index) * Signs;
+        ViewOps.MapReaders2(w, m => OutInLayout.Monomial(m, pi, s, null, null));
+        w.Down = OutInLayout.Monomial(w.Down, null, null, pi, s);
         if (w.DownBias is not null) w.DownBias = w.DownBias.index_select(0, Index) * Signs;
     }
 

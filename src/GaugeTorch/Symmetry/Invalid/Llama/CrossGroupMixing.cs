@@ -37,9 +37,35 @@ public sealed class CrossGroupMixing : SymmetryFamily
     });
 }
 
-public sealed class CrossGroupMixingAction(Tensor p, Tensor pInv) : ILayerAction
+/// <summary>
+/// The mixing as weights (<see cref="Apply"/>) or as maps on the activations (<see cref="Maps"/>, what the evaluator
+/// runs: about 0.13 GFLOP for 64 tokens on llama-3.2-1b instead of 5.4 GFLOP of weight products per layer and case).
+/// </summary>
+public sealed class CrossGroupMixingAction(Tensor p, Tensor pInv) : IActivationMapAction
 {
     public string Name => "invalid:cross-group-mixing";
+
+    /// <summary>
+    /// Values v [.., T, G·hd] ↦ v·P (bias included); the head outputs z [.., T, H·hd] (head r·k + j at columns
+    /// (r·k + j)·hd …) regrouped by position j inside the group, [.., T, k, G·hd], ↦ ·P⁻¹ and back: Σ_i z_i·O′_i with
+    /// O′ = the weights' P⁻¹-mixed blocks equals Σ_i (z·P⁻¹)_i·O_i.
+    /// </summary>
+    public BlockMaps Maps(ModelTraits t)
+    {
+        long g = t.KvHeads, k = t.GroupSize, hd = t.HeadDim;
+        return new BlockMaps
+        {
+            Values = v => matmul(v, p.to_type(v.dtype)),
+            Mixed = z =>
+            {
+                using var scope = NewDisposeScope();
+                var lead = z.shape[..^1];
+                var byJ = z.reshape([.. lead, g, k, hd]).transpose(-3, -2).reshape([.. lead, k, g * hd]);
+                var mixed = matmul(byJ, pInv.to_type(z.dtype));
+                return mixed.reshape([.. lead, k, g, hd]).transpose(-3, -2).reshape(z.shape).MoveToOuterDisposeScope();
+            },
+        };
+    }
 
     public void Apply(LayerView w, ModelTraits t)
     {

@@ -30,6 +30,6 @@ public sealed class MismatchedQkRope : SymmetryFamily
         var (re, im) = RopePlanes.RandomScalars(t.KvHeads, half, g);
         var (re2, im2) = RopePlanes.RandomScalars(t.KvHeads, half, g);
         var r2 = re2.square() + im2.square();
-        return new QkAction(Name, RopePlanes.Matrix(re, im).MoveToOuterDisposeScope(), RopePlanes.Matrix(re2 / r2, im2 / r2).MoveToOuterDisposeScope());
+        return new RopePlaneAction(Name, RopePlaneAction.Complex(re, im).MoveToOuterDisposeScope(), RopePlaneAction.Complex(re2 / r2, im2 / r2).MoveToOuterDisposeScope());
     });
 }

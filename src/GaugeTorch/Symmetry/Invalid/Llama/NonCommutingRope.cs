@@ -29,8 +29,8 @@ public sealed class NonCommutingRope : SymmetryFamily
         using var scope = NewDisposeScope();
         long half = t.HeadDim / 2;
         var m = GaugeRandom.Invertible((long)t.KvHeads * half, 2, key.For(l, Name)).reshape(t.KvHeads, half, 2, 2);
-        var a = RopePlanes.General(m);
-        var b = linalg.inv(a).transpose(-2, -1).contiguous();
-        return new QkAction(Name, a.MoveToOuterDisposeScope(), b.MoveToOuterDisposeScope());
+        // A on each query plane, A^{−T} on the key plane (the block matrices' inverse transpose, plane by plane).
+        var b = linalg.inv(m).transpose(-2, -1).contiguous();
+        return new RopePlaneAction(Name, m.contiguous().MoveToOuterDisposeScope(), b.MoveToOuterDisposeScope());
     });
 }
