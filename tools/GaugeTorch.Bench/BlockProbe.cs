@@ -84,6 +84,7 @@ static class BlockProbe
             rows.Add(new { group = name, sample_ms = 1000 * Median(sample), apply_ms = 1000 * Median(apply), forward_ms = 1000 * Median(forward),
                            gauge_over_forward = (Median(sample) + Median(apply)) / Median(forward) });
         }
+        if (GaugeTorch.PhaseClock.Enabled) Console.Error.WriteLine(GaugeTorch.PhaseClock.Report());
         foreach (var (a, b) in ops) { a.Dispose(); b.Dispose(); }
         if (rope is { } rr) { rr.Cos.Dispose(); rr.Sin.Dispose(); }
         Console.WriteLine(JsonSerializer.Serialize(new

@@ -75,7 +75,12 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
         using var scope = NewDisposeScope();
         var w = stored.Map(x => x.dtype == ScalarType.Float64 ? x.alias() : x.to_type(ScalarType.Float64));
         var start = w.Named().ToDictionary(p => p.Role, p => p.Tensor);
-        foreach (var a in Actions) a.Apply(w, t);
+        PhaseClock.Start();
+        foreach (var a in Actions)
+        {
+            a.Apply(w, t);
+            if (Actions.Count > 1) PhaseClock.Mark("apply in sequence: " + a.Name);
+        }
         var moved = w.Named().Where(p => !start.TryGetValue(p.Role, out var s) || !ReferenceEquals(s, p.Tensor)).Select(p => p.Role).ToHashSet();
         return (w.Map(x => x.alias()).MoveToOuterDisposeScope(), (IReadOnlySet<string>)moved);
     });
@@ -85,6 +90,15 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
     /// such action; otherwise null (apply it to the weights).
     /// </summary>
     public BlockMaps? ActivationMaps(ModelTraits t) => Actions is [IActivationMapAction a] ? a.Maps(t) : null;
+
+    /// <summary>
+    /// This transform as (the actions before a last <see cref="IResidualMapAction"/>, that action), or (this, null)
+    /// when the last action is not one: running the first part's weights between the map's
+    /// <see cref="IResidualMapAction.ToStored"/> and <see cref="IResidualMapAction.FromStored"/> computes the
+    /// transformed block.
+    /// </summary>
+    public (LayerTransform Before, IResidualMapAction? Map) SplitResidualMap() =>
+        Actions.Count > 0 && Actions[^1] is IResidualMapAction m ? (new LayerTransform(Actions.Take(Actions.Count - 1).ToList()), m) : (this, null);
 
     /// <summary>The inverse: inverse actions in reverse order.</summary>
     public LayerTransform Inverse() => new(Actions.Reverse().Select(a => a.Inverse()).ToList());
