@@ -38,6 +38,7 @@ try
         "generate" when args.Length is 4 or 5 => Generate(args[1], Dtype(args[2]), int.Parse(args[3]), args.Length == 5 ? int.Parse(args[4]) : 20, full: true),
         "steps" when args.Length == 4 => Generate(args[1], Dtype(args[2]), 1, int.Parse(args[3]), full: false),
         "block" when args.Length == 4 => BlockProbe.Run(args[1], int.Parse(args[2]), int.Parse(args[3])),
+        "gather" when args.Length == 4 => GatherProbe.Run(long.Parse(args[1]), long.Parse(args[2]), int.Parse(args[3])),
         _ => Usage(),
     };
 }

@@ -37,9 +37,9 @@ public sealed class MlpPermutationAction(long[] pi) : ILayerAction
     public void Apply(LayerView w, ModelTraits t)
     {
         var idx = tensor(Pi);
-        w.Up = w.Up.index_select(1, idx);
+        w.Up = ViewOps.Columns(w.Up, idx);
         if (w.UpBias is not null) w.UpBias = w.UpBias.index_select(0, idx);
-        if (w.Gate is not null) w.Gate = w.Gate.index_select(1, idx);
+        if (w.Gate is not null) w.Gate = ViewOps.Columns(w.Gate, idx);
         if (w.GateBias is not null) w.GateBias = w.GateBias.index_select(0, idx);
         w.Down = w.Down.index_select(0, idx);
     }
