@@ -21,7 +21,17 @@ internal static class ViewOps
     public static Tensor Reader1(LayerView w)
     {
         if (Fused.TryGetValue(w.Q, out var f) && ReferenceEquals(f.K, w.K) && ReferenceEquals(f.V, w.V) && !f.M.IsInvalid) return f.M.alias();
-        return cat([Forward.Flat(w.Q), Forward.Flat(w.K), Forward.Flat(w.V)], 1);
+        // One strided copy per part straight into the matrix (cat of Flat copied each [n, d, hd] part twice).
+        Tensor[] parts = [w.Q, w.K, w.V];
+        long d = w.Q.shape[1], width = parts.Sum(p => p.shape[0] * p.shape[2]), at = 0;
+        var m = empty([d, width], w.Q.dtype, w.Q.device);
+        foreach (var p in parts)
+        {
+            long n = p.shape[0] * p.shape[2];
+            m.narrow(1, at, n).view(d, p.shape[0], p.shape[2]).copy_(p.permute(1, 0, 2));
+            at += n;
+        }
+        return m;
     }
 
     /// <summary>The matrix Q | K | V were set from, keyed weakly by Q's handle (checked against K's and V's).</summary>
