@@ -84,6 +84,7 @@ static class BlockProbe
             rows.Add(new { group = name, sample_ms = 1000 * Median(sample), apply_ms = 1000 * Median(apply), forward_ms = 1000 * Median(forward),
                            gauge_over_forward = (Median(sample) + Median(apply)) / Median(forward) });
         }
+        if (GaugeTorch.PhaseClock.Enabled) Console.Error.WriteLine(GaugeTorch.PhaseClock.Report());
         foreach (var (a, b) in ops) { a.Dispose(); b.Dispose(); }
         if (rope is { } rr) { rr.Cos.Dispose(); rr.Sin.Dispose(); }
         Console.WriteLine(JsonSerializer.Serialize(new
@@ -108,5 +109,39 @@ static class BlockProbe
     {
         var s = v.Order().ToList();
         return s[s.Count / 2];
+    }
+}
+
+/// <summary>Ways to gather the columns of a contiguous float64 [rows, cols] matrix (mlp-perm's up projection), timed single-threaded.</summary>
+static class GatherProbe
+{
+    public static int Run(long rows, long cols, int reps)
+    {
+        using var _ = no_grad();
+        torch.set_num_threads(1);
+        var m = randn([rows, cols], ScalarType.Float64);
+        var idx = randperm(cols, dtype: ScalarType.Int64);
+        var ways = new (string Name, Func<Tensor> F)[]
+        {
+            ("index_select(1)", () => m.index_select(1, idx)),
+            ("index [:, idx]", () => m[TensorIndex.Colon, TensorIndex.Tensor(idx)]),
+            ("t.index_select(0).t.contiguous", () => m.t().contiguous().index_select(0, idx).t().contiguous()),
+            ("gather(1, expanded)", () => m.gather(1, idx.unsqueeze(0).expand(rows, cols))),
+            ("rows index_select(0) on [cols,rows] copy", () => m.index_select(0, idx.remainder(rows))),
+            ("clone", () => m.clone()),
+        };
+        foreach (var (name, f) in ways)
+        {
+            var ts = new List<double>();
+            using (var w = f()) { if (name.StartsWith("index") || name.StartsWith("gather") || name.StartsWith("t.")) Console.Error.Write(""); }
+            for (int r = 0; r < reps; r++) { var sw = Stopwatch.StartNew(); using var y = f(); ts.Add(sw.Elapsed.TotalMilliseconds); }
+            ts.Sort();
+            Console.WriteLine($"{name,-45} {ts[ts.Count / 2],8:F1} ms");
+        }
+        using var a = m.index_select(1, idx);
+        using var b = m[TensorIndex.Colon, TensorIndex.Tensor(idx)];
+        using var c = m.gather(1, idx.unsqueeze(0).expand(rows, cols));
+        Console.WriteLine($"equal: {a.equal(b).item<bool>()} {a.equal(c).item<bool>()}");
+        return 0;
     }
 }

@@ -41,6 +41,7 @@ try
         "steps" when args.Length == 4 => Generate(args[1], Dtype(args[2]), 1, int.Parse(args[3]), full: false),
         "block" when args.Length == 4 => BlockProbe.Run(args[1], int.Parse(args[2]), int.Parse(args[3])),
         "gauge-groups" when args.Length == 4 => GaugeGroups.Run(args[1], int.Parse(args[2]), int.Parse(args[3])),
+        "gather" when args.Length == 4 => GatherProbe.Run(long.Parse(args[1]), long.Parse(args[2]), int.Parse(args[3])),
         _ => Usage(),
     };
 }

@@ -62,9 +62,37 @@ public static class InvarianceEvaluator
         // their strides. Copying them into [in, out] cost a transpose per moved matrix and case (issue 12 item 5).
         if (OutInLayout.IsStored(role, x)) return x.to_type(dtype);
         if (role is not ("q" or "k" or "v")) return x.to_type(dtype).contiguous();
+        // Already [d, n, hd] row-major with unit inner stride (a view of one Q | K | V matrix, as SetReader1 makes and
+        // the GPT-2 checkpoint stores them): the forward reads Flat(x) in place (a row stride ≥ n·hd).
+        if (x.dtype == dtype && x.stride() is [var sn, var sd, 1] && sn == x.shape[2] && sd >= x.shape[0] * x.shape[2]) return x.alias();
         var flat = empty([x.shape[1], x.shape[0], x.shape[2]], dtype);
         flat.copy_(x.permute(1, 0, 2));
         using (flat) return flat.permute(1, 0, 2);
+    }
+
+    /// <summary>A <see cref="PhaseClock"/> mark per phase and group (GAUGETORCH_PROFILE=1), without building the name otherwise.</summary>
+    private static void Mark(string phase, string group)
+    {
+        if (PhaseClock.Enabled) PhaseClock.Mark(phase + group);
+    }
+
+    /// <summary>
+    /// When the stored Q, K and V are already laid out as views of one [d, (H + 2G)·hd] matrix (GPT-2's c_attn): the
+    /// same view with them set from one copy of that matrix (<see cref="ViewOps.SetReader1"/>, same values and
+    /// strides), so that every family that reads Q | K | V of this layer gets it without concatenating it again. Null
+    /// (and the view as stored) otherwise.
+    /// </summary>
+    private static (LayerView? View, Tensor? Matrix) FusedReaders(LayerView stored, ModelTraits t)
+    {
+        long n = (long)(t.QueryHeads + 2 * t.KvHeads) * t.HeadDim;
+        bool Fusable(Tensor x) => x.stride() is [var sn, var sd, 1] && sn == x.shape[2] && sd == n;
+        if (!(Fusable(stored.Q) && Fusable(stored.K) && Fusable(stored.V))) return (null, null);
+        using var scope = NewDisposeScope();
+        var m = ViewOps.Reader1(stored);
+        var v = stored.Map(x => x.alias());
+        ViewOps.SetReader1(v, t, m);
+        v.MoveToOuterDisposeScope();
+        return (v, m.MoveToOuterDisposeScope());
     }
 
     private static Tensor Role(LayerView w, string role) => w.Named().First(p => p.Role == role).Tensor;
@@ -118,8 +146,12 @@ public static class InvarianceEvaluator
                 prefetch.GetAwaiter().GetResult();
                 if (l + 1 < t.Layers) prefetch = stream.Prefetch(l + 1);
                 // One float64 copy of the layer per pass; every case samples from and transforms that copy.
-                using var stored = stream.Read(l, ScalarType.Float64);
-                if (!allowNonFinite) FiniteWeights.RequireLayer(ck, l, stored);
+                using var read = stream.Read(l, ScalarType.Float64);
+                if (!allowNonFinite) FiniteWeights.RequireLayer(ck, l, read);
+                var (fusedView, fused) = FusedReaders(read, t);
+                using var fusedOwner = fusedView;
+                using var fusedMatrix = fused;
+                var stored = fusedView ?? read;
                 // The layer in the compute layout, once: Q, K, V as [d, n, hd] so that no forward re-copies them (in
                 // float64 too: a copy whose unmoved roles every transformed copy shares).
                 using var w = stored.MapNamed((role, x) => ForCompute(role, x, compute));
@@ -133,7 +165,9 @@ public static class InvarianceEvaluator
                 {
                     using var scope = NewDisposeScope();
                     gauge.Start();
+                    PhaseClock.Start();
                     var transform = cases[k].Element.SampleLayer(l, stored);
+                    Mark("gauge: sample ", cases[k].Group);
                     if (transform.ActivationMaps(t) is { } maps)
                     {
                         // A dense control: the stored layer (in the compute dtype) with maps on its activations, the
@@ -153,20 +187,39 @@ public static class InvarianceEvaluator
                         fwd.Stop();
                         continue;
                     }
-                    var (w64, moved) = transform.ApplyTracked(stored, t);
-                    // Only the tensors the element moved are laid out (and cast) anew; the others are the reference's own.
-                    var wk = w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
+                    // A last residual change of basis (residual-perm, residual-rotation) acts on the hidden state
+                    // around the block instead of on every weight (IResidualMapAction).
+                    var (rest, map) = transform.SplitResidualMap();
+                    LayerView wk = w;
+                    if (rest.Actions.Count > 0)
+                    {
+                        var (w64, moved) = rest.ApplyTracked(stored, t);
+                        Mark("gauge: apply ", cases[k].Group);
+                        // Only the tensors the element moved are laid out (and cast) anew; the others are the reference's own.
+                        wk = w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
+                        Mark("gauge: layout ", cases[k].Group);
+                    }
+                    var input = map is null ? xs[k]! : map.ToStored(xs[k]!);
                     gauge.Stop();
                     fwd.Start();
-                    var nk = Forward.Block(xs[k]!, wk, t, rope).DetachFromDisposeScope();
-                    xs[k]!.Dispose();
-                    xs[k] = nk;
+                    var nk = Forward.Block(input, wk, t, rope);
                     fwd.Stop();
+                    Mark("forward ", cases[k].Group);
+                    if (map is not null)
+                    {
+                        gauge.Start();
+                        nk = map.FromStored(nk);
+                        gauge.Stop();
+                        Mark("gauge: residual map ", cases[k].Group);
+                    }
+                    xs[k]!.Dispose();
+                    xs[k] = nk.DetachFromDisposeScope();
                     // Some tensors the families' ops make on LLaMA-family views reach the garbage collector instead of
                     // this scope (measured, docs/benchmarks.md: a case's layer then stayed in memory until a collection,
                     // and llama-3.2-1b passed 16 GB); collect after each case (about 1 ms on this small managed heap).
                     GC.Collect();
                     GC.WaitForPendingFinalizers();
+                    PhaseClock.Mark("gc");
                 }
                 stream.Release(l);
                 progress?.Report((l + 1, t.Layers + 1));
@@ -191,6 +244,7 @@ public static class InvarianceEvaluator
                 states[k] = null;
             }
             progress?.Report((t.Layers + 1, t.Layers + 1));
+            if (PhaseClock.Enabled) Console.Error.WriteLine(PhaseClock.Report());
             return new InvarianceRunResult(results, tokens.Length, compute, gauge.Elapsed.TotalSeconds, fwd.Elapsed.TotalSeconds, load.Elapsed.TotalSeconds);
         }
         finally

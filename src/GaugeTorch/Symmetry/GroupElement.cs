@@ -75,7 +75,12 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
         using var scope = NewDisposeScope();
         var w = stored.Map(x => x.dtype == ScalarType.Float64 ? x.alias() : x.to_type(ScalarType.Float64));
         var start = w.Named().ToDictionary(p => p.Role, p => p.Tensor);
-        foreach (var a in Actions) a.Apply(w, t);
+        PhaseClock.Start();
+        foreach (var a in Actions)
+        {
+            a.Apply(w, t);
+            if (Actions.Count > 1) PhaseClock.Mark("apply in sequence: " + a.Name);
+        }
         var moved = w.Named().Where(p => !start.TryGetValue(p.Role, out var s) || !ReferenceEquals(s, p.Tensor)).Select(p => p.Role).ToHashSet();
         return (w.Map(x => x.alias()).MoveToOuterDisposeScope(), (IReadOnlySet<string>)moved);
     });
@@ -85,6 +90,59 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
     /// such action; otherwise null (apply it to the weights).
     /// </summary>
     public BlockMaps? ActivationMaps(ModelTraits t) => Actions is [IActivationMapAction a] ? a.Maps(t) : null;
+
+    /// <summary>
+    /// This transform as (the actions before its last run of <see cref="IResidualMapAction"/>s, those maps composed),
+    /// or (this, null) when the last action is not one: running the first part's weights between the map's
+    /// <see cref="IResidualMapAction.ToStored"/> and <see cref="IResidualMapAction.FromStored"/> computes the
+    /// transformed block (e.g. residual-perm then residual-rotation on an untied GPT-2: x′·Qᵀ·(σP)⁻¹ in, ·σP·Q out).
+    /// </summary>
+    public (LayerTransform Before, IResidualMapAction? Map) SplitResidualMap()
+    {
+        int n = Actions.Count;
+        while (n > 0 && Actions[n - 1] is IResidualMapAction) n--;
+        if (n == Actions.Count) return (this, null);
+        var maps = Actions.Skip(n).Cast<IResidualMapAction>().ToList();
+        return (new LayerTransform(Actions.Take(n).ToList()), maps.Count == 1 ? maps[0] : new ComposedResidualMap(maps));
+    }
+
+    /// <summary>Residual maps applied in order M₁, M₂, …: x ↦ x·M₁·M₂·…</summary>
+    private sealed class ComposedResidualMap(IReadOnlyList<IResidualMapAction> maps) : IResidualMapAction
+    {
+        public string Name => string.Join("+", maps.Select(m => m.Name));
+
+        public Tensor ToStored(Tensor x)
+        {
+            for (int i = maps.Count - 1; i >= 0; i--) x = maps[i].ToStored(x);
+            return x;
+        }
+
+        public Tensor FromStored(Tensor y)
+        {
+            foreach (var m in maps) y = m.FromStored(y);
+            return y;
+        }
+
+        public void Apply(LayerView w, ModelTraits t)
+        {
+            foreach (var m in maps) m.Apply(w, t);
+        }
+
+        public ILayerAction Inverse() => new LayerTransformAction(maps.Reverse().Select(m => m.Inverse()).ToList());
+    }
+
+    /// <summary>A list of actions as one action.</summary>
+    private sealed class LayerTransformAction(IReadOnlyList<ILayerAction> actions) : ILayerAction
+    {
+        public string Name => string.Join("+", actions.Select(a => a.Name));
+
+        public void Apply(LayerView w, ModelTraits t)
+        {
+            foreach (var a in actions) a.Apply(w, t);
+        }
+
+        public ILayerAction Inverse() => new LayerTransformAction(actions.Reverse().Select(a => a.Inverse()).ToList());
+    }
 
     /// <summary>The inverse: inverse actions in reverse order.</summary>
     public LayerTransform Inverse() => new(Actions.Reverse().Select(a => a.Inverse()).ToList());

@@ -120,6 +120,24 @@ public interface IActivationMapAction : ILayerAction
     BlockMaps Maps(ModelTraits t);
 }
 
+/// <summary>
+/// A layer action that is a change of basis x ↦ x·M of the residual stream around the block: the transformed block
+/// computes B′(x′) = B(x′·M⁻¹)·M, where B is the block with the weights it acted on (exactly, by associativity and
+/// because the norms commute with M: a signed permutation under LayerNorm, a rotation with the gains absorbed). The
+/// streaming evaluator runs the block that the earlier actions made, between <see cref="ToStored"/> and
+/// <see cref="FromStored"/> (O(T·d) for a permutation, O(T·d²) for a rotation), instead of rewriting every weight of
+/// the layer (issue 12: residual-perm was the largest single part of all-together's per-layer work on gpt2-xl);
+/// <c>transform</c> and the exports still apply it to the weights. ActivationMapsTests checks one against the other.
+/// </summary>
+public interface IResidualMapAction : ILayerAction
+{
+    /// <summary>x′·M⁻¹ for residual states x′ [.., d] of the transformed model (in x′'s dtype).</summary>
+    Tensor ToStored(Tensor x);
+
+    /// <summary>y·M for residual states y [.., d] of the block before this action (in y's dtype).</summary>
+    Tensor FromStored(Tensor y);
+}
+
 /// <summary>One sampled transformation of the globals (embedding, positions, final norm, head), acting on a <see cref="GlobalState"/>.</summary>
 public interface IGlobalAction
 {

@@ -65,10 +65,8 @@ public sealed class NormGainAction(string name, Tensor s1, Tensor s2) : ILayerAc
     public void Apply(LayerView w, ModelTraits t)
     {
         w.Norm1 = new NormView { Gain = w.Norm1.Gain * S1, Bias = w.Norm1.Bias is null ? null : w.Norm1.Bias * S1 };
-        var r1 = S1.view(1, -1, 1);
-        w.Q = w.Q / r1;
-        w.K = w.K / r1;
-        w.V = w.V / r1;
+        // Q | K | V as one matrix (the same quotients): later actions read it back without concatenating again.
+        ViewOps.SetReader1(w, t, ViewOps.Reader1(w) / S1.unsqueeze(1));
         w.Norm2 = new NormView { Gain = w.Norm2.Gain * S2, Bias = w.Norm2.Bias is null ? null : w.Norm2.Bias * S2 };
         var r2 = S2.unsqueeze(1);
         ViewOps.MapReaders2(w, m => m / r2);

@@ -65,7 +65,7 @@ public sealed class ResidualRotation : SymmetryFamily
 }
 
 /// <summary>The residual x → x·Q with every norm kept (readers absorb diag(γ)⁻¹Qᵀdiag(γ)); one action for the blocks and the globals.</summary>
-public sealed class ResidualRotationAction(Tensor q) : ILayerAction, IGlobalAction
+public sealed class ResidualRotationAction(Tensor q) : IResidualMapAction, IGlobalAction
 {
     /// <summary>[d, d] orthogonal (not owned).</summary>
     public Tensor Q { get; } = q;
@@ -92,6 +92,12 @@ public sealed class ResidualRotationAction(Tensor q) : ILayerAction, IGlobalActi
         w.Down = matmul(w.Down, Q);
         if (w.DownBias is not null) w.DownBias = matmul(w.DownBias, Q);
     }
+
+    /// <summary>x′·Qᵀ (2·T·d² flop, against about 2·12·d³ for rotating the layer's weights).</summary>
+    public Tensor ToStored(Tensor x) => matmul(x, Q.t().to_type(x.dtype));
+
+    /// <summary>y·Q.</summary>
+    public Tensor FromStored(Tensor y) => matmul(y, Q.to_type(y.dtype));
 
     public void Apply(GlobalState g)
     {

@@ -28,23 +28,29 @@ public sealed class ReaderMean : SymmetryFamily
         (long)t.Layers * ((long)(t.QueryHeads + 2 * t.KvHeads) * t.HeadDim + (long)t.Inner * (t.Mlp == MlpKind.SwiGlu ? 2 : 1));
 
     /// <summary>c with 0.1·rms(W)/rms(1/γ) per entry, or 0 when γ has a zero (then the family cannot act).</summary>
-    private static Tensor Draw(Generator g, Tensor weight, Tensor gamma, long n)
-    {
-        using var scope = NewDisposeScope();
-        double invG = gamma.reciprocal().square().mean().sqrt().item<double>();
-        double rms = weight.square().mean().sqrt().item<double>();
-        bool usable = gamma.abs().min().item<double>() > 0;
-        var draw = randn([n], ScalarType.Float64, generator: g) * (usable ? 0.1 * rms / invG : 0.0);
-        return draw.MoveToOuterDisposeScope();
-    }
+    private static Tensor Draw(Generator g, double scale, long n) => randn([n], ScalarType.Float64, generator: g) * scale;
+
+    /// <summary>0.1·rms(W)/rms(1/γ), or 0 when γ has a zero; computed once per stored view (<see cref="LayerStats"/>).</summary>
+    private static double Scale(LayerView w, string purpose, object?[] inputs, Func<Tensor> weight, Tensor gamma) =>
+        LayerStats.Get(w, "reader-mean:" + purpose, inputs, () =>
+        {
+            using var scope = NewDisposeScope();
+            double invG = gamma.reciprocal().square().mean().sqrt().item<double>();
+            double rms = weight().square().mean().sqrt().item<double>();
+            bool usable = gamma.abs().min().item<double>() > 0;
+            return [usable ? 0.1 * rms / invG : 0.0];
+        })[0];
 
     private static (Tensor C1, Tensor C2, Tensor? C3) DrawAll(Generator g, LayerView w, ModelTraits t)
     {
         using var scope = NewDisposeScope();
-        var r1 = ViewOps.Reader1(w);
-        var c1 = Draw(g, r1, w.Norm1.Gain, r1.shape[1]).MoveToOuterDisposeScope();
-        var c2 = Draw(g, w.Up, w.Norm2.Gain, t.Inner).MoveToOuterDisposeScope();
-        var c3 = w.Gate is null ? null : Draw(g, w.Gate, w.Norm2.Gain, t.Inner).MoveToOuterDisposeScope();
+        long n1 = (long)(t.QueryHeads + 2 * t.KvHeads) * t.HeadDim;
+        double s1 = Scale(w, "1", [w.Q, w.K, w.V, w.Norm1.Gain], () => ViewOps.Reader1(w), w.Norm1.Gain);
+        double s2 = Scale(w, "2", [w.Up, w.Norm2.Gain], () => w.Up, w.Norm2.Gain);
+        double s3 = w.Gate is null ? 0 : Scale(w, "3", [w.Gate, w.Norm2.Gain], () => w.Gate, w.Norm2.Gain);
+        var c1 = Draw(g, s1, n1).MoveToOuterDisposeScope();
+        var c2 = Draw(g, s2, t.Inner).MoveToOuterDisposeScope();
+        var c3 = w.Gate is null ? null : Draw(g, s3, t.Inner).MoveToOuterDisposeScope();
         return (c1, c2, c3);
     }
 

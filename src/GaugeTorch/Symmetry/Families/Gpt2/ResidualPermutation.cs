@@ -41,7 +41,7 @@ public sealed class ResidualPermutation : SymmetryFamily
 }
 
 /// <summary>x ↦ σ·x·P with (x·P)[j] = x[π[j]]: one action for every block and for the globals.</summary>
-public sealed class ResidualPermutationAction(Tensor index, double sign) : ILayerAction, IGlobalAction
+public sealed class ResidualPermutationAction(Tensor index, double sign) : IResidualMapAction, IGlobalAction
 {
     /// <summary>[d] int64 π (not owned).</summary>
     public Tensor Index { get; } = index;
@@ -61,6 +61,20 @@ public sealed class ResidualPermutationAction(Tensor index, double sign) : ILaye
         ViewOps.MapReaders2(w, m => m.index_select(0, Index));
         w.Down = w.Down.index_select(1, Index) * s;
         if (w.DownBias is not null) w.DownBias = w.DownBias.index_select(0, Index) * s;
+    }
+
+    /// <summary>x′·(σP)⁻¹ = σ·x′·Pᵀ: (x′·Pᵀ)[i] = x′[π⁻¹[i]]. Exact (a gather and a negation).</summary>
+    public Tensor ToStored(Tensor x)
+    {
+        var y = x.index_select(-1, Index.argsort());
+        return Sign == 1.0 ? y : y.neg();
+    }
+
+    /// <summary>σ·y·P: (y·P)[j] = y[π[j]]. Exact.</summary>
+    public Tensor FromStored(Tensor y)
+    {
+        var z = y.index_select(-1, Index);
+        return Sign == 1.0 ? z : z.neg();
     }
 
     public void Apply(GlobalState g)

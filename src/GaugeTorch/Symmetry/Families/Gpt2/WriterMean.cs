@@ -25,10 +25,15 @@ public sealed class WriterMean : SymmetryFamily
     private static WriterMeanAction Draw(Generator g, LayerView w, ModelTraits t)
     {
         using var scope = NewDisposeScope();
-        var aAttn = GaugeRandom.Shift([(long)t.QueryHeads * t.HeadDim], w.O, g).MoveToOuterDisposeScope();
-        var aMlp = GaugeRandom.Shift([t.Inner], w.Down, g).MoveToOuterDisposeScope();
-        double k1 = GaugeRandom.Shift([], ViewOps.Required(w.OBias, "output bias"), g).item<double>();
-        double k2 = GaugeRandom.Shift([], ViewOps.Required(w.DownBias, "down bias"), g).item<double>();
+        // The four RMS once per stored view (LayerStats), then Shift's draws exactly as GaugeRandom.Shift makes them.
+        var oBias = ViewOps.Required(w.OBias, "output bias");
+        var downBias = ViewOps.Required(w.DownBias, "down bias");
+        var rms = LayerStats.Get(w, "writer-mean", [w.O, w.Down, oBias, downBias],
+            () => [GaugeRandom.Rms(w.O), GaugeRandom.Rms(w.Down), GaugeRandom.Rms(oBias), GaugeRandom.Rms(downBias)]);
+        var aAttn = GaugeRandom.Shift([(long)t.QueryHeads * t.HeadDim], rms[0], g).MoveToOuterDisposeScope();
+        var aMlp = GaugeRandom.Shift([t.Inner], rms[1], g).MoveToOuterDisposeScope();
+        double k1 = GaugeRandom.Shift([], rms[2], g).item<double>();
+        double k2 = GaugeRandom.Shift([], rms[3], g).item<double>();
         return new WriterMeanAction(aAttn, k1, aMlp, k2);
     }
 
