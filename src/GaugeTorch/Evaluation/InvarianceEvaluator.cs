@@ -187,31 +187,42 @@ public static class InvarianceEvaluator
                         fwd.Stop();
                         continue;
                     }
-                    // A last residual change of basis (residual-perm, residual-rotation) acts on the hidden state
-                    // around the block instead of on every weight (IResidualMapAction).
+                    // A last residual change of basis (residual-perm, residual-rotation): its norm parameters are
+                    // moved, its reader and writer changes run as maps on the activations (IResidualMapAction), so the
+                    // big matrices it would rewrite are the earlier actions' (or the reference's own).
                     var (rest, map) = transform.SplitResidualMap();
                     LayerView wk = w;
+                    LayerView w64 = stored;
                     if (rest.Actions.Count > 0)
                     {
-                        var (w64, moved) = rest.ApplyTracked(stored, t);
+                        (w64, var moved) = rest.ApplyTracked(stored, t);
                         Mark("gauge: apply ", cases[k].Group);
                         // Only the tensors the element moved are laid out (and cast) anew; the others are the reference's own.
-                        wk = w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
+                        var restLayer = w64;
+                        wk = restLayer.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
                         Mark("gauge: layout ", cases[k].Group);
                     }
-                    var input = map is null ? xs[k]! : map.ToStored(xs[k]!);
-                    gauge.Stop();
-                    fwd.Start();
-                    var nk = Forward.Block(input, wk, t, rope);
-                    fwd.Stop();
-                    Mark("forward ", cases[k].Group);
+                    BlockMaps? residualMaps = null;
                     if (map is not null)
                     {
-                        gauge.Start();
-                        nk = map.FromStored(nk);
-                        gauge.Stop();
-                        Mark("gauge: residual map ", cases[k].Group);
+                        var normed = map.OnNorms(w64);
+                        residualMaps = map.Maps(w64).Wrapped(f => h =>
+                        {
+                            fwd.Stop();
+                            gauge.Start();
+                            try { return f(h); }
+                            finally { gauge.Stop(); fwd.Start(); }
+                        });
+                        wk = wk.Map(x => x.alias());
+                        wk.Norm1 = normed.Norm1.Map(x => x.to_type(compute));
+                        wk.Norm2 = normed.Norm2.Map(x => x.to_type(compute));
+                        Mark("gauge: residual norms ", cases[k].Group);
                     }
+                    gauge.Stop();
+                    fwd.Start();
+                    var nk = Forward.Block(xs[k]!, wk, t, rope, residualMaps);
+                    fwd.Stop();
+                    Mark("forward ", cases[k].Group);
                     xs[k]!.Dispose();
                     xs[k] = nk.DetachFromDisposeScope();
                     // Some tensors the families' ops make on LLaMA-family views reach the garbage collector instead of

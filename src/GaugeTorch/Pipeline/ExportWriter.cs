@@ -23,6 +23,8 @@ public sealed class ExportWriter : IDisposable
     private readonly Dictionary<string, DType> _declared;
     private readonly RangeStaging[] _staging = [new(), new()];
     private readonly Task?[] _writing = new Task?[2];
+    private readonly List<Task> _tasks = [];
+    private Task _last = Task.CompletedTask;
     private int _layers;
     private bool _committed;
 
@@ -72,39 +74,82 @@ public sealed class ExportWriter : IDisposable
     /// Stages one layer's tensors (any dtype; converted to each one's declared dtype exactly as <see cref="Write"/>
     /// would) and queues their write; returns once the tensors have been copied, so the caller may free them.
     /// </summary>
-    public unsafe void StageLayer(IReadOnlyList<(string Name, Tensor Tensor)> tensors)
+    public void StageLayer(IReadOnlyList<(string Name, Tensor Tensor)> tensors) => Stage(tensors, [], null);
+
+    /// <summary>
+    /// Stages a group of tensors and queues their write: <paramref name="tensors"/> are converted to their declared
+    /// dtypes as in <see cref="StageLayer"/>; each of <paramref name="filled"/> gets a slot of its declared dtype and
+    /// byte length that <paramref name="fill"/> writes in place (given the slot of a name), so that a kernel reading
+    /// the input's memory map can produce the biggest tensors without a float64 tensor of them (canonicalize-checkpoint
+    /// on LLaMA-family models). Returns once everything is in the staging buffer, so the caller may free the tensors
+    /// and the mapped sources. <paramref name="reuse"/>: one of two buffers reused group after group (layers);
+    /// otherwise a buffer of its own (a one-off group such as a 1 GB embedding), freed once written. Every group is
+    /// written by a background task, one write at a time, in staging order.
+    /// </summary>
+    public unsafe void Stage(IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyList<(string Name, long[] Shape)> filled,
+        Action<Func<string, IntPtr>>? fill, bool reuse = true)
     {
-        int set = _layers++ % 2;
-        var staging = _staging[set];
-        _writing[set]?.GetAwaiter().GetResult();          // this buffer's previous layer is on disk
-        staging.Plan(tensors.Select(p => (p.Name, _writer)));
-        using (var scope = NewDisposeScope())
+        RangeStaging staging;
+        int set = -1;
+        if (reuse)
         {
-            foreach (var (name, t) in tensors)
+            set = _layers++ % 2;
+            staging = _staging[set];
+            _writing[set]?.GetAwaiter().GetResult();          // this buffer's previous group is on disk
+        }
+        else staging = new RangeStaging();
+        try
+        {
+            staging.Plan(tensors.Select(p => (p.Name, _writer)).Concat(filled.Select(p => (p.Name, _writer))));
+            using (var scope = NewDisposeScope())
             {
-                var dtype = _declared.TryGetValue(name, out var dt) ? dt : throw new ArgumentException($"{_writer.Path}: tensor '{name}' was not declared");
-                var shape = t.shape;
-                if (dtype is DType.F32 or DType.F64 && t.dtype == ScalarType.Float64)
+                foreach (var (name, t) in tensors)
                 {
-                    var t64 = t.contiguous();
-                    Conversions.FromFloat64(NativeTensorAccess.DataPointer(t64), t64.numel(), dtype, staging.Slot(name));
+                    var dtype = Declared(name);
+                    var shape = t.shape;
+                    if (dtype is DType.F32 or DType.F64 && t.dtype == ScalarType.Float64)
+                    {
+                        var t64 = t.contiguous();
+                        Conversions.FromFloat64(NativeTensorAccess.DataPointer(t64), t64.numel(), dtype, staging.Slot(name));
+                    }
+                    else
+                    {
+                        var c = t.to(dtype.ToScalarType()).contiguous();
+                        long bytes = NativeTensorAccess.ByteLength(c);
+                        Buffer.MemoryCopy((void*)NativeTensorAccess.DataPointer(c), (void*)staging.Slot(name), bytes, bytes);
+                    }
+                    _writer.Claim(name, dtype, shape);
                 }
-                else
-                {
-                    var c = t.to(dtype.ToScalarType()).contiguous();
-                    long bytes = NativeTensorAccess.ByteLength(c);
-                    Buffer.MemoryCopy((void*)NativeTensorAccess.DataPointer(c), (void*)staging.Slot(name), bytes, bytes);
-                }
-                _writer.Claim(name, dtype, shape);
+            }
+            if (filled.Count > 0)
+            {
+                foreach (var (name, _) in filled) Declared(name);
+                fill?.Invoke(staging.Slot);
+                foreach (var (name, shape) in filled) _writer.Claim(name, Declared(name), shape);
             }
         }
-        var previous = _writing[1 - set] ?? Task.CompletedTask;
-        _writing[set] = previous.ContinueWith(_ => staging.WriteAll(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        catch
+        {
+            if (!reuse) staging.Dispose();
+            throw;
+        }
+        var own = staging;
+        // Writes run one at a time (concurrent writes to one file contend on the inode lock).
+        _last = _last.ContinueWith(_ =>
+        {
+            try { own.WriteAll(); }
+            finally { if (!reuse) own.Dispose(); }
+        }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        _tasks.Add(_last);
+        if (reuse) _writing[set] = _last;
     }
+
+    private DType Declared(string name) =>
+        _declared.TryGetValue(name, out var dt) ? dt : throw new ArgumentException($"{_writer.Path}: tensor '{name}' was not declared");
 
     private void WaitForWrites()
     {
-        var pending = _writing.OfType<Task>().ToArray();
+        var pending = _tasks.ToArray();
         try { Task.WaitAll(pending); } catch (AggregateException) when (pending.Any(t => t.IsFaulted)) { }
     }
 
@@ -112,7 +157,7 @@ public sealed class ExportWriter : IDisposable
     public void Commit(JsonObject config)
     {
         WaitForWrites();
-        foreach (var t in _writing) t?.GetAwaiter().GetResult();   // surface a write error
+        foreach (var t in _tasks) t.GetAwaiter().GetResult();   // surface a write error
         _writer.Commit();
         File.WriteAllText(Path.Combine(_temp, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
         foreach (var side in _input.SideFiles()) File.Copy(side, Path.Combine(_temp, Path.GetFileName(side)));

@@ -93,9 +93,9 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
 
     /// <summary>
     /// This transform as (the actions before its last run of <see cref="IResidualMapAction"/>s, those maps composed),
-    /// or (this, null) when the last action is not one: running the first part's weights between the map's
-    /// <see cref="IResidualMapAction.ToStored"/> and <see cref="IResidualMapAction.FromStored"/> computes the
-    /// transformed block (e.g. residual-perm then residual-rotation on an untied GPT-2: x′·Qᵀ·(σP)⁻¹ in, ·σP·Q out).
+    /// or (this, null) when the last action is not one: the first part's weights with the map's
+    /// <see cref="IResidualMapAction.OnNorms"/> and its <see cref="IResidualMapAction.Maps"/> on the readers' inputs and
+    /// the writers' outputs compute the transformed block (e.g. residual-perm then residual-rotation on an untied GPT-2).
     /// </summary>
     public (LayerTransform Before, IResidualMapAction? Map) SplitResidualMap()
     {
@@ -106,21 +106,49 @@ public sealed class LayerTransform(IReadOnlyList<ILayerAction> actions)
         return (new LayerTransform(Actions.Take(n).ToList()), maps.Count == 1 ? maps[0] : new ComposedResidualMap(maps));
     }
 
-    /// <summary>Residual maps applied in order M₁, M₂, …: x ↦ x·M₁·M₂·…</summary>
+    /// <summary>Residual changes of basis applied in order M₁, M₂, …: x ↦ x·M₁·M₂·…</summary>
     private sealed class ComposedResidualMap(IReadOnlyList<IResidualMapAction> maps) : IResidualMapAction
     {
         public string Name => string.Join("+", maps.Select(m => m.Name));
 
-        public Tensor ToStored(Tensor x)
+        public LayerView OnNorms(LayerView w)
         {
-            for (int i = maps.Count - 1; i >= 0; i--) x = maps[i].ToStored(x);
-            return x;
+            foreach (var m in maps) w = m.OnNorms(w);
+            return w;
         }
 
-        public Tensor FromStored(Tensor y)
+        /// <summary>
+        /// Readers: W → R_n⋯R_1·W, so h ↦ h·R_n⋯R_1 (the last action's map first), each R_i built on the norms the
+        /// actions before it left; writers: W → W·S_1⋯S_n, so y ↦ y·S_1⋯S_n.
+        /// </summary>
+        public BlockMaps Maps(LayerView w)
         {
-            foreach (var m in maps) y = m.FromStored(y);
-            return y;
+            var r1 = new List<Func<Tensor, Tensor>?>();
+            var r2 = new List<Func<Tensor, Tensor>?>();
+            var wr = new List<Func<Tensor, Tensor>?>();
+            foreach (var m in maps)
+            {
+                var bm = m.Maps(w);
+                r1.Add(bm.Reader);
+                r2.Add(bm.Reader2 ?? bm.Reader);
+                wr.Add(bm.Writer);
+                w = m.OnNorms(w);
+            }
+            Tensor Readers(List<Func<Tensor, Tensor>?> fs, Tensor h)
+            {
+                for (int i = fs.Count - 1; i >= 0; i--) if (fs[i] is { } f) h = f(h);
+                return h;
+            }
+            return new BlockMaps
+            {
+                Reader = h => Readers(r1, h),
+                Reader2 = h => Readers(r2, h),
+                Writer = y =>
+                {
+                    foreach (var f in wr) if (f is not null) y = f(y);
+                    return y;
+                },
+            };
         }
 
         public void Apply(LayerView w, ModelTraits t)

@@ -121,21 +121,26 @@ public interface IActivationMapAction : ILayerAction
 }
 
 /// <summary>
-/// A layer action that is a change of basis x ↦ x·M of the residual stream around the block: the transformed block
-/// computes B′(x′) = B(x′·M⁻¹)·M, where B is the block with the weights it acted on (exactly, by associativity and
-/// because the norms commute with M: a signed permutation under LayerNorm, a rotation with the gains absorbed). The
-/// streaming evaluator runs the block that the earlier actions made, between <see cref="ToStored"/> and
-/// <see cref="FromStored"/> (O(T·d) for a permutation, O(T·d²) for a rotation), instead of rewriting every weight of
-/// the layer (issue 12: residual-perm was the largest single part of all-together's per-layer work on gpt2-xl);
-/// <c>transform</c> and the exports still apply it to the weights. ActivationMapsTests checks one against the other.
+/// A layer action that is a change of basis x ↦ x·M of the residual stream (residual-perm, residual-rotation): it moves
+/// the norms' parameters (d-vectors), every reader W → R·W and every writer W → W·S (bias included). The streaming
+/// evaluator runs the transformed block without rewriting the big matrices (issue 12: residual-perm was the largest
+/// single part of all-together's per-layer work on gpt2-xl): the view with <see cref="OnNorms"/> applied, whose norms
+/// act on the transformed state x′ as the transformed model's do, and <see cref="Maps"/> h ↦ h·R on each normalized
+/// input before its readers and y ↦ y·S on each writer's output. By associativity (h·R)·W = h·(R·W) and
+/// (z·W + b)·S = z·(W·S) + b·S this is the transformed block itself, not the stored block wrapped in M and M⁻¹ (which
+/// would assume the very commutation of the norms with M that makes the family a symmetry); <c>transform</c> and the
+/// exports still apply the action to the weights. ResidualMapsTests checks one against the other.
 /// </summary>
 public interface IResidualMapAction : ILayerAction
 {
-    /// <summary>x′·M⁻¹ for residual states x′ [.., d] of the transformed model (in x′'s dtype).</summary>
-    Tensor ToStored(Tensor x);
+    /// <summary>A view sharing <paramref name="w"/>'s tensors (aliases) but for its norms, which this action moves.</summary>
+    LayerView OnNorms(LayerView w);
 
-    /// <summary>y·M for residual states y [.., d] of the block before this action (in y's dtype).</summary>
-    Tensor FromStored(Tensor y);
+    /// <summary>
+    /// Reader maps h ↦ h·R (per norm of <paramref name="w"/>, the view before <see cref="OnNorms"/>) and the writer
+    /// map y ↦ y·S, each in its argument's dtype.
+    /// </summary>
+    BlockMaps Maps(LayerView w);
 }
 
 /// <summary>One sampled transformation of the globals (embedding, positions, final norm, head), acting on a <see cref="GlobalState"/>.</summary>

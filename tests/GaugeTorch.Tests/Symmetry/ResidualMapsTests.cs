@@ -10,8 +10,9 @@ namespace GaugeTorch.Tests.Symmetry;
 /// <summary>
 /// A last residual change of basis as maps on the hidden state (issue 12, item 1; <see cref="IResidualMapAction"/>):
 /// the block with the whole transform applied to its weights, run on a transformed state x′, equals the block with
-/// only the earlier actions applied, run on ToStored(x′) and mapped back with FromStored, to 1e-12 relative, so the
-/// streaming evaluator may run it that way. And the transform really moves the block's function.
+/// only the earlier actions applied to its matrices, the map's norm changes (OnNorms) and its reader/writer maps, on
+/// the same x′, to 1e-12 relative, so the streaming evaluator may run it that way. The maps are not the stored block
+/// wrapped in M⁻¹ and M: a wrong norm change or a wrong map fails this. And the transform really moves the block.
 /// </summary>
 public class ResidualMapsTests
 {
@@ -23,16 +24,18 @@ public class ResidualMapsTests
         var (before, map) = transform.SplitResidualMap();
         Assert.NotNull(map);
         var viaWeights = Forward.Block(x, transform.Apply(stored, t), t);
-        var viaMaps = map.FromStored(Forward.Block(map.ToStored(x), before.Apply(stored, t), t));
+        var rest = before.Apply(stored, t);
+        var viaMaps = Forward.Block(x, map.OnNorms(rest), t, maps: map.Maps(rest));
         var plain = Forward.Block(x, stored, t);
         double scale = viaWeights.abs().max().item<double>();
         double diff = (viaWeights - viaMaps).abs().max().item<double>() / scale;
         Assert.True(diff < 1e-12, $"{what}: maps and weights differ by {diff:E2} (relative)");
         double moved = (viaWeights - plain).abs().max().item<double>() / scale;
         Assert.True(moved > 1e-3, $"{what}: the transformed block equals the stored one ({moved:E2})");
-        // ToStored undoes FromStored.
-        double round = (map.ToStored(map.FromStored(x)) - x).abs().max().item<double>() / x.abs().max().item<double>();
-        Assert.True(round < 1e-13, $"{what}: ToStored∘FromStored is not the identity ({round:E2})");
+        // The norm change matters: the maps with the stored norms do not give the transformed block.
+        var wrongNorms = Forward.Block(x, rest, t, maps: map.Maps(rest));
+        double off = (viaWeights - wrongNorms).abs().max().item<double>() / scale;
+        Assert.True(off > 1e-6, $"{what}: the block does not depend on the norm change ({off:E2})");
     }
 
     [Theory]

@@ -60,7 +60,7 @@ public static class LlamaCanonicalCheckpoint
         if (LlamaCanonicalStream.Applies(ck, outType, check: tokens is not null))
         {
             // Tied, no check forward: the big tensors go from the map to the staging buffer without float64 copies.
-            using var filling = FillingExportWriter.Create(ck, outDir, specs, metadata);
+            using var filling = ExportWriter.Create(ck, outDir, specs, metadata);
             foreach (var b in buffers) filling.WriteBytes(b.Name, ck.Store.ReadBytes(b.Name));
             LlamaCanonicalStream.Write(ck, filling, outType, precision, report, o.Progress);
             return report;

@@ -12,7 +12,7 @@ namespace GaugeTorch.Canonical.Llama;
 /// forward, with the big tensors never widened: the embedding's column statistics and the MLP's unit statistics are
 /// read straight from the memory map in the stored dtype, and the signed permutation of the embedding and the three
 /// gathers of each MLP (fold, frame, unit scale and order) write straight into the export's staging buffer in the
-/// output dtype (<see cref="LlamaStreamKernels"/>, <see cref="FillingExportWriter"/>); only the attention half of
+/// output dtype (<see cref="LlamaStreamKernels"/>, <see cref="ExportWriter.Stage"/>); only the attention half of
 /// each layer (a seventh of its parameters on Llama-3.2-1B) is read into float64 and canonicalized as before
 /// (<see cref="LlamaCanonicalForm.Attention"/>). The 1 GB embedding is written in the background while the layers are
 /// computed. The float64 arithmetic is the same, operation for operation, so the bytes are those of the general
@@ -39,7 +39,7 @@ internal static class LlamaCanonicalStream
         return true;
     }
 
-    public static void Write(Checkpoint ck, FillingExportWriter export, DType outType, LlamaCanonicalPrecision precision,
+    public static void Write(Checkpoint ck, ExportWriter export, DType outType, LlamaCanonicalPrecision precision,
         LlamaCanonicalReport report, IProgress<(int Done, int Total)>? progress)
     {
         var t = ck.Traits;
@@ -129,7 +129,7 @@ internal static class LlamaCanonicalStream
     }
 
     /// <summary>A layer through <see cref="LlamaCanonicalForm.Layer"/> in float64 (the identity frame, where a canonical layer is kept as stored).</summary>
-    private static void GeneralLayer(Checkpoint ck, LayerStream stream, FillingExportWriter export, int l, LlamaFrame frame,
+    private static void GeneralLayer(Checkpoint ck, LayerStream stream, ExportWriter export, int l, LlamaFrame frame,
         LlamaCanonicalPrecision precision, LlamaLayerReport lr, Func<string, string> key)
     {
         var w = stream.Read(l, ScalarType.Float64);
@@ -141,7 +141,7 @@ internal static class LlamaCanonicalStream
         PhaseClock.Mark("stage (convert + queue write)");
     }
 
-    private static void StreamLayer(Checkpoint ck, LayerStream stream, FillingExportWriter export, int l, LlamaFrame frame,
+    private static void StreamLayer(Checkpoint ck, LayerStream stream, ExportWriter export, int l, LlamaFrame frame,
         LlamaCanonicalPrecision precision, LlamaLayerReport lr, Func<string, string> key, DType stored, DType outType, MlpScratch scratch)
     {
         var t = ck.Traits;

@@ -93,11 +93,32 @@ public sealed class ResidualRotationAction(Tensor q) : IResidualMapAction, IGlob
         if (w.DownBias is not null) w.DownBias = matmul(w.DownBias, Q);
     }
 
-    /// <summary>x′·Qᵀ (2·T·d² flop, against about 2·12·d³ for rotating the layer's weights).</summary>
-    public Tensor ToStored(Tensor x) => matmul(x, Q.t().to_type(x.dtype));
+    /// <summary>β → β·M⁻¹ for both norms, the gains kept (the other tensors shared).</summary>
+    public LayerView OnNorms(LayerView w)
+    {
+        var v = w.Map(x => x.alias());
+        ViewOps.RequireNonZero(w.Norm1.Gain, "the first norm's gain");
+        ViewOps.RequireNonZero(w.Norm2.Gain, "the second norm's gain");
+        v.Norm1 = new NormView { Gain = v.Norm1.Gain, Bias = NormBias(w.Norm1.Bias, w.Norm1.Gain, Q) };
+        v.Norm2 = new NormView { Gain = v.Norm2.Gain, Bias = NormBias(w.Norm2.Bias, w.Norm2.Gain, Q) };
+        return v;
+    }
 
-    /// <summary>y·Q.</summary>
-    public Tensor FromStored(Tensor y) => matmul(y, Q.to_type(y.dtype));
+    /// <summary>
+    /// Readers W → M·W with M = diag(1/γ)·Qᵀ·diag(γ) of their norm: h ↦ h·M = ((h/γ)·Qᵀ)∘γ; writers ·Q. 2·T·d² flop
+    /// per map, against about 2·12·d³ for rotating the layer's weights.
+    /// </summary>
+    public BlockMaps Maps(LayerView w)
+    {
+        var g1 = w.Norm1.Gain;
+        var g2 = w.Norm2.Gain;
+        Func<Tensor, Tensor> Reader(Tensor gamma) => h =>
+        {
+            var g = gamma.to_type(h.dtype);
+            return matmul(h / g, Q.t().to_type(h.dtype)) * g;
+        };
+        return new BlockMaps { Reader = Reader(g1), Reader2 = Reader(g2), Writer = y => matmul(y, Q.to_type(y.dtype)) };
+    }
 
     public void Apply(GlobalState g)
     {

@@ -63,18 +63,29 @@ public sealed class ResidualPermutationAction(Tensor index, double sign) : IResi
         if (w.DownBias is not null) w.DownBias = w.DownBias.index_select(0, Index) * s;
     }
 
-    /// <summary>x′·(σP)⁻¹ = σ·x′·Pᵀ: (x′·Pᵀ)[i] = x′[π⁻¹[i]]. Exact (a gather and a negation).</summary>
-    public Tensor ToStored(Tensor x)
+    /// <summary>γ → σγP, β → βP for both norms (the other tensors shared).</summary>
+    public LayerView OnNorms(LayerView w)
     {
-        var y = x.index_select(-1, Index.argsort());
-        return Sign == 1.0 ? y : y.neg();
+        var v = w.Map(x => x.alias());
+        double s = Sign;
+        v.Norm1 = new NormView { Gain = w.Norm1.Gain.index_select(0, Index) * s, Bias = w.Norm1.Bias?.index_select(0, Index) };
+        v.Norm2 = new NormView { Gain = w.Norm2.Gain.index_select(0, Index) * s, Bias = w.Norm2.Bias?.index_select(0, Index) };
+        return v;
     }
 
-    /// <summary>σ·y·P: (y·P)[j] = y[π[j]]. Exact.</summary>
-    public Tensor FromStored(Tensor y)
+    /// <summary>
+    /// Readers W → PᵀW ((PᵀW)[i] = W[π[i]]): h ↦ h·Pᵀ, (h·Pᵀ)[j] = h[π⁻¹[j]]; writers W → σWP: y ↦ σ·y·P,
+    /// (y·P)[j] = y[π[j]]. Both exact (gathers and a negation).
+    /// </summary>
+    public BlockMaps Maps(LayerView w)
     {
-        var z = y.index_select(-1, Index);
-        return Sign == 1.0 ? z : z.neg();
+        var inverse = Index.argsort();
+        double s = Sign;
+        return new BlockMaps
+        {
+            Reader = h => h.index_select(-1, inverse),
+            Writer = y => s == 1.0 ? y.index_select(-1, Index) : y.index_select(-1, Index).neg(),
+        };
     }
 
     public void Apply(GlobalState g)
