@@ -133,7 +133,7 @@ static class GatherProbe
         foreach (var (name, f) in ways)
         {
             var ts = new List<double>();
-            using (var w = f()) { if (name.StartsWith("index") || name.StartsWith("gather") || name.StartsWith("t.")) Console.Error.Write(""); }
+            using (f()) { }                 // warm-up
             for (int r = 0; r < reps; r++) { var sw = Stopwatch.StartNew(); using var y = f(); ts.Add(sw.Elapsed.TotalMilliseconds); }
             ts.Sort();
             Console.WriteLine($"{name,-45} {ts[ts.Count / 2],8:F1} ms");

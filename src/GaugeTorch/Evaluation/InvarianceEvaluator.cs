@@ -112,6 +112,14 @@ public static class InvarianceEvaluator
         var gauge = new Stopwatch();
         var fwd = new Stopwatch();
         var load = Stopwatch.StartNew();
+        // Activation maps run inside the forward; their time counts as gauge work.
+        BlockMaps Timed(BlockMaps maps) => maps.Wrapped(f => h =>
+        {
+            fwd.Stop();
+            gauge.Start();
+            try { return f(h); }
+            finally { gauge.Stop(); fwd.Start(); }
+        });
         var stream = new LayerStream(ck);
         using var tok = tensor(tokens.Select(i => (long)i).ToArray(), ScalarType.Int64);
         using var globals = stream.ReadGlobals(compute);
@@ -173,13 +181,7 @@ public static class InvarianceEvaluator
                         // A dense control: the stored layer (in the compute dtype) with maps on its activations, the
                         // maps timed as gauge work; no transformed copy of the layer at all.
                         gauge.Stop();
-                        var timed = maps.Wrapped(f => h =>
-                        {
-                            fwd.Stop();
-                            gauge.Start();
-                            try { return f(h); }
-                            finally { gauge.Stop(); fwd.Start(); }
-                        });
+                        var timed = Timed(maps);
                         fwd.Start();
                         var mk = Forward.Block(xs[k]!, w, t, rope, timed).DetachFromDisposeScope();
                         xs[k]!.Dispose();
@@ -198,21 +200,14 @@ public static class InvarianceEvaluator
                         (w64, var moved) = rest.ApplyTracked(stored, t);
                         Mark("gauge: apply ", cases[k].Group);
                         // Only the tensors the element moved are laid out (and cast) anew; the others are the reference's own.
-                        var restLayer = w64;
-                        wk = restLayer.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
+                        wk = w64.MapNamed((role, x) => moved.Contains(role) ? ForCompute(role, x, compute) : Role(w, role).alias());
                         Mark("gauge: layout ", cases[k].Group);
                     }
                     BlockMaps? residualMaps = null;
                     if (map is not null)
                     {
                         var normed = map.OnNorms(w64);
-                        residualMaps = map.Maps(w64).Wrapped(f => h =>
-                        {
-                            fwd.Stop();
-                            gauge.Start();
-                            try { return f(h); }
-                            finally { gauge.Stop(); fwd.Start(); }
-                        });
+                        residualMaps = Timed(map.Maps(w64));
                         wk = wk.Map(x => x.alias());
                         wk.Norm1 = normed.Norm1.Map(x => x.to_type(compute));
                         wk.Norm2 = normed.Norm2.Map(x => x.to_type(compute));

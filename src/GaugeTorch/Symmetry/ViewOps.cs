@@ -62,15 +62,6 @@ internal static class ViewOps
         w.VBias = b.narrow(0, nq + nk, nk).reshape(t.KvHeads, hd);
     }
 
-    /// <summary>
-    /// m[:, idx] for a 2-D m (a copy). On a contiguous m it is a gather with the index broadcast over the rows: the
-    /// same values as index_select(1, idx), 0.6 of its time on gpt2-xl's [1600, 6400] up projection (60 against
-    /// 98 ms, single-threaded; gaugetorch-bench gather). Other layouts (a transposed view, where index_select moves
-    /// whole rows of memory) keep index_select.
-    /// </summary>
-    public static Tensor Columns(Tensor m, Tensor idx) =>
-        m.dim() == 2 && m.is_contiguous() ? m.gather(1, idx.unsqueeze(0).expand(m.shape[0], idx.shape[0])).contiguous() : m.index_select(1, idx);
-
     /// <summary>[d, n·hd] → [n, d, hd] (head i's columns i·hd …), a view.</summary>
     public static Tensor Heads(Tensor flat, long n, long hd) => flat.reshape(flat.shape[0], n, hd).permute(1, 0, 2);
 
